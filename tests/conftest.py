@@ -1,0 +1,56 @@
+"""Shared fixtures: small Galaxy10-format files made in the test, isolated Prefect and MLflow homes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import tempfile
+
+os.environ.setdefault("GALAXY_PROGRESS", "0")
+# Prefect keeps cached task results under PREFECT_HOME: give every test session its own, before prefect loads.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="galaxy-prefect-home-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+
+
+def make_galaxy10(path: Path, n: int = 40, side: int = 64, seed: int = 0, **override) -> Path:
+    """Write a small file in the official Galaxy10 schema; ``override`` replaces or drops (None) keys."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:side, :side]
+    blob = np.exp(-((yy - side / 2) ** 2 + (xx - side / 2) ** 2) / (2 * (side / 8) ** 2))
+    images = (rng.random((n, 1, 1, 3)) * 200 * blob[None, :, :, None] + rng.random((n, side, side, 3)) * 30).astype(np.uint8)
+    arrays = {
+        "images": images,
+        "ans": (np.arange(n) % 10).astype(np.uint8),
+        "ra": rng.uniform(0, 360, n),
+        "dec": rng.uniform(-30, 60, n),
+        "redshift": rng.uniform(0.01, 0.3, n).astype(np.float32),
+        "pxscale": np.full(n, 0.262, dtype=np.float32),
+    }
+    arrays.update(override)
+    with h5py.File(path, "w") as f:
+        for key, value in arrays.items():
+            if value is not None:
+                f.create_dataset(key, data=value)
+    return path
+
+
+@pytest.fixture
+def g10(tmp_path: Path) -> Path:
+    """A valid 40-image, 64 px Galaxy10-format file."""
+    return make_galaxy10(tmp_path / "g10.h5")
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A real temporary Prefect server (SQLite under the session's PREFECT_HOME) for flow tests."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

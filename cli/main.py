@@ -18,6 +18,8 @@ from model.errors import UserError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 data_app = typer.Typer(no_args_is_help=True, help="Galaxy10 data: synthesize, prepare, inspect.")
 app.add_typer(data_app, name="data")
+train_app = typer.Typer(no_args_is_help=True, help="Train the VQ-VAE or the prior (logged to MLflow).")
+app.add_typer(train_app, name="train")
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -99,6 +101,138 @@ def data_download(
 
         D.download(url or FILE_URL, dest, progress=progress)
     typer.echo(f"wrote {dest} (checksum verified)")
+
+
+def parse_settings(items: list[str] | None) -> dict:
+    """--set key=value pairs -> dict with values parsed as JSON where possible (numbers, booleans, lists)."""
+    import json
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError("--set", f"{item!r} is not key=value")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+        if isinstance(out[key], list):
+            out[key] = tuple(out[key])
+    return out
+
+
+@train_app.command("vqvae")
+@user_errors
+def train_vqvae_cmd(
+    data: Path = typer.Option(..., "--data", help="Prepared dataset folder."),
+    preset: str = typer.Option("demo", "--preset", help="demo (CPU, minutes) or article (GPU, 500 epochs)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override the preset's epochs."),
+    settings: Optional[list[str]] = typer.Option(None, "--set", help="Override any config field: --set codebook_size=512."),
+    fresh: bool = typer.Option(False, "--fresh", help="Ignore a checkpoint left by an interrupted run."),
+) -> None:
+    """Train a VQ-VAE, log it to MLflow and register it as galaxy-vqvae."""
+    from tasks.vqvae import train_vqvae_run
+
+    ref = train_vqvae_run(data, preset, epochs=epochs, overrides=parse_settings(settings), resume=not fresh)
+    m = ref.metrics
+    typer.echo(f"run {ref.run_id}: val PSNR {m['final_val_psnr']:.2f} dB, utilisation {m['final_val_utilisation']:.1%}, perplexity {m['final_val_perplexity']:.1f}")
+    typer.echo(f"model {ref.model_uri} (newest: models:/galaxy-vqvae/latest, best: models:/galaxy-vqvae@champion)")
+
+
+@train_app.command("prior")
+@user_errors
+def train_prior_cmd(
+    vqvae: str = typer.Option(..., "--vqvae", help="Registered VQ-VAE, e.g. models:/galaxy-vqvae@champion."),
+    data: Path = typer.Option(..., "--data", help="Prepared dataset folder."),
+    preset: str = typer.Option("demo", "--preset", help="demo (CPU, minutes) or article (GPU)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override the preset's epochs."),
+    settings: Optional[list[str]] = typer.Option(None, "--set", help="Override any prior config field: --set layers=4."),
+    grids: bool = typer.Option(True, "--grids/--no-grids", help="Log the sampling grids when training ends."),
+    fresh: bool = typer.Option(False, "--fresh", help="Ignore a checkpoint left by an interrupted run."),
+) -> None:
+    """Train the class-conditional prior on the VQ-VAE's codes and register galaxy-sampler."""
+    from tasks.prior import train_prior_run
+
+    ref = train_prior_run(vqvae, data, preset, epochs=epochs, overrides=parse_settings(settings), grids=grids, resume=not fresh)
+    m = ref.metrics
+    typer.echo(
+        f"run {ref.run_id}: val {m.get('val_bits_per_token', float('nan')):.3f} bits/token "
+        f"(unigram entropy {m.get('unigram_bits_per_token', float('nan')):.3f})"
+    )
+    typer.echo(f"model {ref.model_uri} (newest: models:/galaxy-sampler/latest, best: models:/galaxy-sampler@champion)")
+
+
+def parse_classes(text: str) -> list[int]:
+    """'5,6,7' or class names ('barred spiral') -> class ids; 'none' or -1 means unconditional."""
+    from model.galaxy10 import CLASS_NAMES
+
+    out = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        if item.lower() in ("none", "-1", "uncond", "unconditional"):
+            out.append(-1)
+        elif item.lstrip("-").isdigit() and 0 <= int(item) < len(CLASS_NAMES):
+            out.append(int(item))
+        elif item.lower() in CLASS_NAMES:
+            out.append(CLASS_NAMES.index(item.lower()))
+        else:
+            raise UserError("--classes", f"unknown class {item!r}: use 0-{len(CLASS_NAMES) - 1}, a class name, or none")
+    if not out:
+        raise UserError("--classes", "no class given")
+    return out
+
+
+@app.command("sample")
+@user_errors
+def sample_cmd(
+    model: str = typer.Option("models:/galaxy-sampler@champion", "--model", help="Registered sampler URI."),
+    classes: str = typer.Option("0,1,2,3,4,5,6,7,8,9", "--classes", help="Comma-separated class ids or names; 'none' = unconditional."),
+    n: int = typer.Option(8, "--n", help="Images per class."),
+    cfg: float = typer.Option(3.0, "--cfg", help="Classifier-free guidance scale (0-100; 1 = purely conditional)."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Softmax temperature (0 < T <= 10)."),
+    top_k: int = typer.Option(0, "--top-k", help="Keep the k most likely codes (0 = off)."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass in (0, 1] (1 = off)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    out: Path = typer.Option(..., "--out", help="PNG file for the labelled grid."),
+) -> None:
+    """Generate galaxies with a registered sampler and write a labelled grid (one row per class)."""
+    labels = parse_classes(classes)
+    if not 1 <= n <= 1024:
+        raise UserError("--n", f"{n} is outside 1-1024")
+    if not 0 <= cfg <= 100:
+        raise UserError("--cfg", f"{cfg} is outside 0-100")
+    if not 0 < temperature <= 10:
+        raise UserError("--temperature", f"{temperature} is outside (0, 10]")
+    if top_k < 0:
+        raise UserError("--top-k", f"{top_k} is negative")
+    if not 0 < top_p <= 1:
+        raise UserError("--top-p", f"{top_p} is outside (0, 1]")
+    if out.suffix.lower() != ".png":
+        raise UserError(out, "the grid is written as PNG: give a .png file name")
+    if not out.parent.exists():
+        raise UserError(out.parent, "output folder does not exist")
+
+    from model.atlas import labelled_grid_figure, save_figure
+    from model.galaxy10 import CLASS_NAMES
+    from tasks.prior import load_sampler
+    from tasks.progress import bar
+
+    from model.sampling import sample
+    from model.utils import pick_device
+
+    prior, vqvae = load_sampler(model)
+    device = pick_device()
+    prior.to(device), vqvae.to(device)
+    requested = [c for c in labels for _ in range(n)]
+    batches = sum(1 for cond in (True, False) if any((c >= 0) == cond for c in requested))  # ≤ 256 images each
+    batches = max(batches, (len(requested) + 255) // 256)
+    with bar(total=prior.seq_len * batches, desc="sampling tokens", unit="tok") as pbar:
+        s = sample(prior, vqvae, requested, cfg_scale=cfg, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                   progress=lambda k: pbar.update(k - pbar.n))
+    rows = [s.images[i * n : (i + 1) * n] for i in range(len(labels))]
+    names = [f"{c}: {CLASS_NAMES[c]}" if c >= 0 else "unconditional" for c in labels]
+    title = f"{model}: cfg {cfg:g}, temperature {temperature:g}, top-k {top_k}, top-p {top_p:g}, seed {seed}"
+    save_figure(labelled_grid_figure(rows, names, title), out)
+    typer.echo(f"wrote {out} ({len(requested)} images)")
 
 
 def main() -> None:  # pragma: no cover - console entry point

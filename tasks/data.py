@@ -36,6 +36,7 @@ def synth_file(n: int, size: int, seed: int, out: str | Path | None = None, work
         out = cache_dir() / f"synthetic_n{n}_s{seed}_{size}px_v{SYNTH_VERSION}.h5"
         if Path(out).exists():
             return Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
     out = Path(out)
     if out.is_dir():
         raise UserError(out, "is a folder, expected an .h5 file name")

@@ -59,3 +59,15 @@ def test_truncated_and_missing_inputs(tmp_path):
     assert not (tmp_path / "p").exists()
     assert_one_line_error(galaxy("data", "info", "nowhere", cwd=tmp_path), "nowhere", "no such prepared dataset")
     assert_one_line_error(galaxy("data", "prepare", "--source", "s3:x", "--out", "p", cwd=tmp_path), "expected synthetic")
+
+
+def test_synth_and_synthetic_source(tmp_path):
+    env = {"GALAXY_CACHE": str(tmp_path / "cache")}
+    made = galaxy("data", "synth", "--n", "12", "--size", "64", "--seed", "3", "--out", "s.h5", "--workers", "1", cwd=tmp_path, env=env)
+    assert made.returncode == 0, made.stderr
+    assert "wrote s.h5 (12 images, 64 px, seed 3)" in made.stdout
+    prep = galaxy("data", "prepare", "--source", "synthetic", "--n", "20", "--size", "32", "--out", "p", cwd=tmp_path, env=env)
+    assert prep.returncode == 0, prep.stderr
+    info = galaxy("data", "info", "p", cwd=tmp_path)
+    assert "synthetic source synthetic-n20-s0" in info.stdout
+    assert_one_line_error(galaxy("data", "synth", "--n", "5", "--out", "no/such/dir/s.h5", cwd=tmp_path), "no/such/dir")

@@ -1,0 +1,453 @@
+"""VQ-VAE for galaxy images: convolutional encoder, vector quantizer, convolutional decoder.
+
+The architecture follows the seed article: three stride-2 3x3 convs with BatchNorm+ReLU and a 3x3 conv to
+the embedding dim; a mirrored decoder with nearest-neighbour upsampling (no ConvTranspose) and a Tanh
+output, so images live in [-1, 1]. Two quantizers share one interface: lucidrains' ``VectorQuantize``
+(EMA codebook, anti-collapse options) and the article's minimal straight-through quantizer.
+
+Trap (vector-quantize-pytorch 1.32.0): any train-mode forward updates the EMA codebook, even under
+``torch.no_grad()``. ``tokenize``, ``reconstruct`` and ``decode_indices`` therefore switch the model to eval
+mode for the call and restore each submodule's previous mode afterwards.
+
+Dimension letters: B batch, C image channels, H/W image height/width, D embedding dim (latent channels),
+h/w latent grid (H // downsample), N = h*w latent positions, K codebook size, d lucidrains' internal code
+size (``codebook_dim``; equals D unless a projection is configured).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+from vector_quantize_pytorch import VectorQuantize
+
+from model.errors import UserError
+
+if TYPE_CHECKING:
+    from model.train_vqvae import TrainConfig
+
+QUANTIZERS = ("lucidrains", "simple")
+
+
+@dataclass
+class VQVAEConfig:
+    """Architecture and quantizer settings; the latent grid is derived from them."""
+
+    image_size: int = 128  # H = W of the input images in pixels (the prepared data's size)
+    in_channels: int = 3  # C: image channels (RGB)
+    widths: tuple[int, ...] = (32, 64, 128)  # encoder conv widths, one stride-2 conv each; decoder mirrors
+    embedding_dim: int = 256  # D: latent channels = size of the code vectors the decoder sees
+    codebook_size: int = 1024  # K: number of code vectors
+    quantizer: str = "lucidrains"  # "lucidrains" (VectorQuantize, EMA codebook) or "simple" (article's ST-VQ)
+    commitment_weight: float = 0.25  # beta: weight of the commitment loss (both quantizers)
+    kmeans_init: bool = False  # lucidrains: k-means init of the codebook on the first training batch
+    decay: float = 0.8  # lucidrains: EMA decay of the codebook (higher = slower codebook updates)
+    threshold_ema_dead_code: int = 0  # lucidrains: re-seed codes whose EMA count drops below this; 0 = off
+    use_cosine_sim: bool = False  # lucidrains: l2-normalised codes and inputs, cosine-similarity lookup
+    rotation_trick: bool = False  # lucidrains: rotation-trick gradients instead of straight-through
+    codebook_dim: int | None = None  # lucidrains: d, a low-dim codebook behind linear projections; None = D
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(int(w) for w in self.widths)
+        if self.quantizer not in QUANTIZERS:
+            raise ValueError(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+        if not self.widths or min(self.widths) < 1:
+            raise ValueError(f"widths must be a non-empty tuple of positive ints, got {self.widths}")
+        for name in ("image_size", "in_channels", "embedding_dim", "codebook_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)}")
+        if self.codebook_size < 2:
+            raise ValueError(f"codebook_size must be at least 2, got {self.codebook_size}")
+        if self.image_size % self.downsample:
+            raise ValueError(
+                f"image_size {self.image_size} is not divisible by the downsampling factor {self.downsample} "
+                f"(2 ** len(widths))"
+            )
+        if self.commitment_weight < 0:
+            raise ValueError(f"commitment_weight must be >= 0, got {self.commitment_weight}")
+        if not 0.0 <= self.decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {self.decay}")
+        if self.threshold_ema_dead_code < 0:
+            raise ValueError(f"threshold_ema_dead_code must be >= 0, got {self.threshold_ema_dead_code}")
+        if self.codebook_dim is not None and self.codebook_dim < 1:
+            raise ValueError(f"codebook_dim must be a positive int or None, got {self.codebook_dim}")
+        if self.quantizer == "simple":
+            default = VQVAEConfig.__dataclass_fields__
+            used = [n for n in _LUCIDRAINS_ONLY if getattr(self, n) != default[n].default]
+            if used:
+                raise ValueError(f"{', '.join(used)} only apply to quantizer='lucidrains'")
+
+    @property
+    def downsample(self) -> int:
+        """Image pixels per latent cell along one side (2 ** number of stride-2 convs)."""
+        return 2 ** len(self.widths)
+
+    @property
+    def grid(self) -> int:
+        """h = w: side of the latent grid."""
+        return self.image_size // self.downsample
+
+    @property
+    def seq_len(self) -> int:
+        """N = h * w: number of tokens per image."""
+        return self.grid**2
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values only (lists, not tuples), for checkpoints and MLflow params."""
+        d = asdict(self)
+        d["widths"] = list(self.widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VQVAEConfig:
+        """Inverse of to_dict; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown VQVAEConfig fields: {unknown}")
+        return cls(**d)
+
+
+_LUCIDRAINS_ONLY = ("kmeans_init", "decay", "threshold_ema_dead_code", "use_cosine_sim", "rotation_trick", "codebook_dim")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# encoder / decoder
+
+
+def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+class Encoder(nn.Sequential):
+    """(B, C, H, W) -> (B, D, h, w): one stride-2 conv+BN+ReLU per width, then a 3x3 conv to D."""
+
+    def __init__(self, config: VQVAEConfig) -> None:
+        layers: list[nn.Module] = []
+        c = config.in_channels
+        for w in config.widths:
+            layers += _conv_bn_relu(c, w, stride=2)  # halves H and W
+            c = w
+        layers.append(nn.Conv2d(c, config.embedding_dim, 3, stride=1, padding=1))
+        super().__init__(*layers)
+
+
+class Decoder(nn.Sequential):
+    """(B, D, h, w) -> (B, C, H, W) in [-1, 1]: conv+BN+ReLU, then nearest x2 upsample + conv per level, Tanh."""
+
+    def __init__(self, config: VQVAEConfig) -> None:
+        widths = list(reversed(config.widths))  # e.g. 128, 64, 32
+        layers: list[nn.Module] = _conv_bn_relu(config.embedding_dim, widths[0], stride=1)
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), *_conv_bn_relu(c_in, c_out, stride=1)]
+        layers += [
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(widths[-1], config.in_channels, 3, stride=1, padding=1),
+            nn.Tanh(),
+        ]
+        super().__init__(*layers)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# quantizers: forward(z (B, N, D)) -> (z_q (B, N, D), indices (B, N), loss ()), codebook (K, D),
+# indices_to_latents(indices (B, N)) -> (B, N, D)
+
+
+class LucidrainsQuantizer(nn.Module):
+    """``vector_quantize_pytorch.VectorQuantize`` with the anti-collapse options of the config."""
+
+    def __init__(self, config: VQVAEConfig) -> None:
+        super().__init__()
+        self.vq = VectorQuantize(
+            dim=config.embedding_dim,
+            codebook_size=config.codebook_size,
+            codebook_dim=config.codebook_dim,
+            commitment_weight=config.commitment_weight,
+            kmeans_init=config.kmeans_init,
+            decay=config.decay,
+            threshold_ema_dead_code=config.threshold_ema_dead_code,
+            use_cosine_sim=config.use_cosine_sim,
+            rotation_trick=config.rotation_trick,  # explicit: the library defaults it to True
+        )
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z (B, N, D) -> z_q (B, N, D), indices (B, N), commitment loss (); train mode updates the EMA codebook."""
+        z_q, indices, loss = self.vq(z)
+        return z_q, indices, loss
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """(K, D) code vectors as the decoder sees them (after project_out; l2-normalised before it if cosine)."""
+        with torch.no_grad():
+            return self.vq.project_out(self.vq.codebook).detach()  # (K, d) -> (K, D)
+
+    def indices_to_latents(self, indices: torch.Tensor) -> torch.Tensor:
+        """indices (B, N) -> (B, N, D), equal to the eval-mode forward's z_q (lookup, then project_out)."""
+        codes = self.vq.codebook[indices]  # (B, N, d)
+        return self.vq.project_out(codes)  # (B, N, D)
+
+
+class SimpleQuantizer(nn.Module):
+    """The article's minimal VQ: nearest code by squared L2, codebook + beta * commitment loss, straight-through."""
+
+    def __init__(self, config: VQVAEConfig) -> None:
+        super().__init__()
+        self.dim = config.embedding_dim
+        self.codebook_size = config.codebook_size
+        self.commitment_weight = config.commitment_weight
+        self.embedding = nn.Embedding(config.codebook_size, config.embedding_dim)
+        nn.init.uniform_(self.embedding.weight, -1.0 / config.codebook_size, 1.0 / config.codebook_size)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z (B, N, D) -> z_q (B, N, D), indices (B, N), codebook loss + beta * commitment loss ()."""
+        b, n, d = z.shape
+        assert d == self.dim, f"expected {self.dim} channels, got {d}"
+        z_flat = rearrange(z, "b n d -> (b n) d")
+        dists = torch.cdist(z_flat, self.embedding.weight) ** 2  # ((B N), K)
+        indices = dists.argmin(dim=1)  # ((B N),)
+        z_q = self.embedding(indices)  # ((B N), D)
+        z_q = rearrange(z_q, "(b n) d -> b n d", b=b)
+        codebook_loss = F.mse_loss(z_q, z.detach())  # moves the codes towards the encoder outputs
+        commitment_loss = F.mse_loss(z_q.detach(), z)  # moves the encoder outputs towards their codes
+        loss = codebook_loss + self.commitment_weight * commitment_loss
+        if z.requires_grad:
+            z_q = z + (z_q - z).detach()  # straight-through estimator
+        return z_q, rearrange(indices, "(b n) -> b n", b=b), loss
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """(K, D) code vectors."""
+        return self.embedding.weight.detach()
+
+    def indices_to_latents(self, indices: torch.Tensor) -> torch.Tensor:
+        """indices (B, N) -> (B, N, D)."""
+        return self.embedding(indices)
+
+
+def make_quantizer(config: VQVAEConfig) -> nn.Module:
+    """The quantizer named by ``config.quantizer``."""
+    return LucidrainsQuantizer(config) if config.quantizer == "lucidrains" else SimpleQuantizer(config)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the model
+
+
+@contextmanager
+def evaluating(module: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode for the block, then restore each one's previous mode."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+class VQVAEOutput(NamedTuple):
+    """What a forward pass returns."""
+
+    x_recon: torch.Tensor  # (B, C, H, W) in [-1, 1]
+    z_q: torch.Tensor  # (B, D, h, w) quantized latents
+    indices: torch.Tensor  # (B, h, w) int64 code ids
+    vq_loss: torch.Tensor  # () quantizer loss (0 for lucidrains in eval mode)
+
+
+class VQVAE(nn.Module):
+    """Encoder -> quantizer -> decoder; images in [-1, 1]."""
+
+    def __init__(self, config: VQVAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.quantizer = make_quantizer(config)
+        self.decoder = Decoder(config)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W) -> z (B, D, h, w)."""
+        return self.encoder(x)
+
+    def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z (B, D, h, w) -> z_q (B, D, h, w), indices (B, h, w), loss (); always in float32 (autocast off)."""
+        h, w = z.shape[-2:]
+        z_seq = rearrange(z, "b d h w -> b (h w) d")  # (B, N, D)
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            z_q, indices, loss = self.quantizer(z_seq.float())
+        z_q = rearrange(z_q, "b (h w) d -> b d h w", h=h, w=w)
+        indices = rearrange(indices, "b (h w) -> b h w", h=h, w=w)
+        return z_q, indices, loss
+
+    def indices_to_latents(self, indices: torch.Tensor) -> torch.Tensor:
+        """indices (B, h, w) -> z_q (B, D, h, w), the same latents the eval-mode quantizer produces."""
+        h, w = indices.shape[-2:]
+        z_q = self.quantizer.indices_to_latents(rearrange(indices, "b h w -> b (h w)").long())  # (B, N, D)
+        return rearrange(z_q, "b (h w) d -> b d h w", h=h, w=w)
+
+    def decode(self, z_q: torch.Tensor) -> torch.Tensor:
+        """z_q (B, D, h, w) -> x (B, C, H, W) in [-1, 1]; runs in the module's current mode."""
+        return self.decoder(z_q)
+
+    def forward(self, x: torch.Tensor) -> VQVAEOutput:
+        """x (B, C, H, W) in [-1, 1] -> reconstruction, quantized latents, indices, vq loss."""
+        z = self.encode(x)
+        z_q, indices, vq_loss = self.quantize(z)
+        return VQVAEOutput(self.decode(z_q), z_q, indices, vq_loss)
+
+    @torch.no_grad()
+    def tokenize(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W) -> indices (B, h, w), in eval mode (the codebook and BN statistics stay fixed)."""
+        with evaluating(self):
+            return self.quantize(self.encode(x))[1]
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W) -> x_recon (B, C, H, W), in eval mode."""
+        with evaluating(self):
+            return self(x).x_recon
+
+    @torch.no_grad()
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """indices (B, h, w) -> x (B, C, H, W) in [-1, 1], in eval mode."""
+        with evaluating(self):
+            return self.decode(self.indices_to_latents(indices))
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """(K, D) code vectors in the latent space the decoder reads."""
+        return self.quantizer.codebook
+
+
+# ----------------------------------------------------------------------------------------------------------
+# presets
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # the article's model: 128 px, 16x16 grid, D = 256, K = 1024, ~500 epochs (a GPU job)
+    "article": {
+        "model": dict(image_size=128, widths=(32, 64, 128), embedding_dim=256, codebook_size=1024),
+        "train": dict(epochs=500, batch_size=64, lr=3e-4),
+    },
+    # a few minutes on a 2-core CPU with ~3,000 training images at 128 px: narrow convs, small codebook
+    "demo": {
+        "model": dict(
+            image_size=128,
+            widths=(16, 32, 64),
+            embedding_dim=32,
+            codebook_size=256,
+            kmeans_init=True,
+            threshold_ema_dead_code=2,
+        ),
+        "train": dict(epochs=3, batch_size=32, lr=1e-3),
+    },
+}
+
+
+def preset(name: str, **overrides: Any) -> tuple[VQVAEConfig, TrainConfig]:
+    """(VQVAEConfig, TrainConfig) of a named preset; each override goes to whichever config has that field.
+
+    With ``quantizer="simple"`` the preset's lucidrains-only options are dropped (explicit overrides are kept).
+    """
+    from model.train_vqvae import TrainConfig  # local import: train_vqvae imports this module
+
+    if name not in PRESETS:
+        raise UserError("preset", f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    model_kw = dict(PRESETS[name]["model"])
+    train_kw = dict(PRESETS[name]["train"])
+    model_fields = {f.name for f in fields(VQVAEConfig)}
+    train_fields = {f.name for f in fields(TrainConfig)}
+    for key, value in overrides.items():
+        if key in model_fields:
+            model_kw[key] = value
+        elif key in train_fields:
+            train_kw[key] = value
+        else:
+            raise ValueError(f"unknown setting {key!r} for preset {name!r}")
+    if model_kw.get("quantizer") == "simple":  # drop the preset's lucidrains-only options, keep explicit ones
+        model_kw = {k: v for k, v in model_kw.items() if k not in _LUCIDRAINS_ONLY or k in overrides}
+    return VQVAEConfig(**model_kw), TrainConfig(**train_kw)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def rng_state() -> dict[str, Any]:
+    """Global torch RNG state(s) as tensors (CPU, and CUDA when it is in use)."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what rng_state() returned."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary name in the same folder, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    epoch: int,
+    train_config: Any,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write {model, optimizer, model_config, train_config, epoch, rng, **extra} (tensors and plain values)."""
+    model = getattr(model, "_orig_mod", model)  # the uncompiled module
+    train_dict = train_config.to_dict() if hasattr(train_config, "to_dict") else dict(train_config or {})
+    ckpt = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "model_config": model.config.to_dict(),
+        "train_config": train_dict,
+        "epoch": int(epoch),
+        "rng": rng_state(),
+        **(extra or {}),
+    }
+    atomic_save(ckpt, path)
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """torch.load with weights_only=True; unreadable or foreign files are a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(path, "checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        raise UserError(path, f"not a readable checkpoint ({str(err).splitlines()[0][:120]})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
+        raise UserError(path, "not a VQ-VAE checkpoint (no 'model' / 'model_config')")
+    return ckpt
+
+
+def load_vqvae(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[VQVAE, dict[str, Any]]:
+    """Rebuild the model from the stored config, load its weights strictly; returns (model in eval mode, ckpt)."""
+    ckpt = read_checkpoint(path, map_location)
+    model = VQVAE(VQVAEConfig.from_dict(ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"], strict=True)
+    model.to(map_location)
+    return model.eval(), ckpt

@@ -162,6 +162,31 @@ def train_prior_cmd(
     typer.echo(f"model {ref.model_uri} (newest: models:/galaxy-sampler/latest, best: models:/galaxy-sampler@champion)")
 
 
+@app.command("atlas")
+@user_errors
+def atlas_cmd(
+    vqvae: str = typer.Option("models:/galaxy-vqvae@champion", "--vqvae", help="Registered VQ-VAE URI."),
+    data: Path = typer.Option(..., "--data", help="Prepared dataset folder."),
+    codes: str = typer.Option("", "--codes", help="Extra code indices for the per-code panels, e.g. 1,2,3."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=10, help="Use only the first N images."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """The codebook atlas (code usage, heads and tails, single codes, t-SNE, random codes) as an MLflow run."""
+    from tasks.atlas import atlas_run
+
+    try:
+        chosen = [int(c) for c in codes.split(",") if c.strip()]
+    except ValueError:
+        raise UserError("--codes", f"{codes!r} is not a comma-separated list of integers") from None
+    result = atlas_run(vqvae, data, codes=chosen, limit=limit, seed=seed)
+    m = result["metrics"]
+    typer.echo(
+        f"run {result['run_id']}: utilisation {m['utilisation']:.1%}, perplexity {m['perplexity']:.1f} "
+        f"({m['effective_usage']:.1%} of K), 5-NN accuracy {m['knn_accuracy']:.3f} (chance {m['knn_chance']:.3f}), "
+        f"NMI {m['nmi']:.3f} (chance {m['nmi_chance']:.3f}); figures under atlas/"
+    )
+
+
 def parse_classes(text: str) -> list[int]:
     """'5,6,7' or class names ('barred spiral') -> class ids; 'none' or -1 means unconditional."""
     from model.galaxy10 import CLASS_NAMES

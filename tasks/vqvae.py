@@ -197,7 +197,7 @@ def load_vqvae_from_uri(model_uri: str):
     return wrapper.vqvae.cpu().eval(), wrapper.checkpoint
 
 
-def _data_cache_key(context, parameters) -> str:
+def data_cache_key(context, parameters) -> str:
     """Cache on the inputs, the prepared data's identity and the tracking store."""
     from model.data import read_meta
 
@@ -205,7 +205,7 @@ def _data_cache_key(context, parameters) -> str:
     return f"{context.task.name}-" + config_hash(parameters, meta.get("key"), tracking.tracking_uri())
 
 
-@task(name="train-vqvae", persist_result=True, cache_key_fn=_data_cache_key)
+@task(name="train-vqvae", persist_result=True, cache_key_fn=data_cache_key)
 def train_vqvae_task(
     data_dir: str, preset_name: str = "demo", epochs: int | None = None, overrides: dict | None = None, limit: int | None = None
 ) -> dict:

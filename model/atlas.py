@@ -85,13 +85,15 @@ def labelled_grid_figure(
             row = np.repeat(row, 3, axis=-1)  # (n, H, W, 3)
         strips.append(image_grid(row, nrow=n_cols, pad=2, value=255))  # (H', n_cols*W', 3)
     labels = [_wrap(label, 16) for label in row_labels]
+    cols = [_wrap(c, max(6, int(tile_inches * 11))) for c in col_labels] if col_labels is not None else None
+    col_lines = max((c.count("\n") + 1 for c in cols), default=0) if cols else 0
     label_in = 0.25 + 0.085 * max((len(line) for label in labels for line in label.split("\n")), default=0)
     width_in = n_cols * tile_inches
     heights = [width_in * strip.shape[0] / strip.shape[1] for strip in strips]  # inches per row
     fig_w = label_in + width_in + 0.15
     title = "\n".join(textwrap.wrap(title, max(24, int(fig_w * 8.5)))) or title  # about 8.5 characters per inch
     gap, bottom = 0.06, 0.4 if note else 0.1
-    top = 0.55 + 0.22 * title.count("\n") + (0.25 if col_labels else 0.0)
+    top = 0.55 + 0.22 * title.count("\n") + (0.1 + 0.16 * col_lines if cols else 0.0)
     fig_h = top + sum(heights) + gap * (len(strips) - 1) + bottom
     fig = Figure(figsize=(fig_w, fig_h))
     y = fig_h - top
@@ -106,9 +108,9 @@ def labelled_grid_figure(
             spine.set_visible(False)
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10)
         ax.yaxis.set_label_coords(-0.1 / width_in, 0.5)
-        if r == 0 and col_labels is not None:
+        if r == 0 and cols is not None:
             w = strip.shape[1] / n_cols
-            ax.set_xticks([w * (i + 0.5) for i in range(len(col_labels))], list(col_labels), fontsize=9)
+            ax.set_xticks([w * (i + 0.5) for i in range(len(cols))], cols, fontsize=9)
             ax.xaxis.tick_top()
             ax.tick_params(length=0)
     fig.suptitle(title, fontsize=12, y=1 - 0.12 / fig_h, va="top")

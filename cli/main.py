@@ -18,7 +18,7 @@ from model.errors import UserError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 data_app = typer.Typer(no_args_is_help=True, help="Galaxy10 data: synthesize, prepare, inspect.")
 app.add_typer(data_app, name="data")
-train_app = typer.Typer(no_args_is_help=True, help="Train the VQ-VAE or the prior (logged to MLflow).")
+train_app = typer.Typer(no_args_is_help=True, help="Train the VQ-VAE, the prior or the judge (logged to MLflow).")
 app.add_typer(train_app, name="train")
 
 
@@ -187,6 +187,26 @@ def atlas_cmd(
     )
 
 
+@app.command("sweep")
+@user_errors
+def sweep_cmd(
+    data: Path = typer.Option(..., "--data", help="Prepared dataset folder."),
+    trials: int = typer.Option(8, "--trials", min=1, help="Trials in all (shared by the workers)."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Worker processes drawing trials from one study."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna RDB URL (default sqlite:///mlflow/optuna.db)."),
+    preset: str = typer.Option("demo", "--preset", help="VQ-VAE preset every trial starts from."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs per trial (default: the preset's)."),
+    study: Optional[str] = typer.Option(None, "--study", help="Study name (default: derived from data and preset)."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Optuna sweep over codebook size, embedding dim and quantizer options; registers the best trial."""
+    from tasks.sweep import run_sweep
+
+    result = run_sweep(data, trials, workers, storage=storage, preset_name=preset, epochs=epochs, seed=seed, study_name=study)
+    typer.echo(f"study {result.study_name}: best val MSE {result.best_value:.5f} with {result.best_params}")
+    typer.echo(f"parent run {result.parent_run_id}; best model {result.model_uri}")
+
+
 def parse_classes(text: str) -> list[int]:
     """'5,6,7' or class names ('barred spiral') -> class ids; 'none' or -1 means unconditional."""
     from model.galaxy10 import CLASS_NAMES
@@ -258,6 +278,15 @@ def sample_cmd(
     title = f"{model}: cfg {cfg:g}, temperature {temperature:g}, top-k {top_k}, top-p {top_p:g}, seed {seed}"
     save_figure(labelled_grid_figure(rows, names, title), out)
     typer.echo(f"wrote {out} ({len(requested)} images)")
+
+
+
+
+# E1 commands live in cli/evaluate.py
+from cli.evaluate import evaluate_cmd, train_judge_cmd  # noqa: E402
+
+train_app.command("judge")(train_judge_cmd)
+app.command("evaluate")(evaluate_cmd)
 
 
 def main() -> None:  # pragma: no cover - console entry point

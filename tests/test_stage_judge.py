@@ -1,0 +1,154 @@
+"""Judge stage, sampler evaluation and their commands, against a real MLflow store (tiny models, 32 px)."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from model import judge as J
+from model.galaxy10 import CLASS_NAMES
+from tasks.judge import balanced_frechet, balanced_subset, evaluate_run, per_class_frechet, train_judge_run
+from tasks.prior import train_prior_run
+from tasks.vqvae import train_vqvae_run
+from tests.conftest import TINY_PRIOR, TINY_VQVAE
+
+TINY_JUDGE = dict(widths=(4, 8), epochs=2, batch_size=16, eval_batch_size=64, device="cpu")
+
+
+def artifact_names(run_id: str, folder: str) -> set[str]:
+    return {a.path for a in mlflow.artifacts.list_artifacts(run_id=run_id, artifact_path=folder)}
+
+
+def load_npy(run_id: str, path: str) -> np.ndarray:
+    return np.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path))
+
+
+def cli() -> typer.Typer:
+    """The two commands registered as cli/main.py does, on an app of their own."""
+    from cli.evaluate import evaluate_cmd, train_judge_cmd
+
+    app = typer.Typer()
+    app.command("judge")(train_judge_cmd)
+    app.command("evaluate")(evaluate_cmd)
+    return app
+
+
+def test_balanced_frechet_hand_computed():
+    # 1-D features: class 0 at {-1, 1}, class 1 at {9, 11}: mean 5, unbiased variance (36+16+16+36)/3.
+    f = np.array([[-1.0], [1.0], [9.0], [11.0]])
+    y = np.array([0, 0, 1, 1])
+    assert balanced_frechet(f, y, f, y) == pytest.approx(0.0, abs=1e-9)
+    # class 1 four times over: each class still weighs 1/2, so the mean stays 5; the reliability-weighted
+    # variance is (1/2 (36+16) + 1/8 (4*16 + 4*36)) / (v1 - v2/v1), v1 = 2, v2 = 2/4 + 8/64
+    f_skewed, y_skewed = np.concatenate([f, np.tile(f[2:], (3, 1))]), np.concatenate([y, [1] * 6])
+    var1, var2 = 104 / 3, 52 / (2 - 0.625 / 2)
+    assert balanced_frechet(f, y, f_skewed, y_skewed) == pytest.approx((np.sqrt(var1) - np.sqrt(var2)) ** 2, rel=1e-9)
+    assert J.frechet_from_features(f, f_skewed) > 4.0  # unweighted, the class mix alone moves the mean by 2
+    # shifted by 2 with the same spread: FD = 2^2 (the covariance term vanishes)
+    assert balanced_frechet(f, y, f + 2.0, y) == pytest.approx(4.0, rel=1e-9)
+    # only the classes both sets hold count
+    assert balanced_frechet(f, y, f[:2], y[:2]) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_per_class_frechet_skips_classes_with_fewer_than_two_images():
+    rng = np.random.default_rng(0)
+    f1, y1 = rng.normal(size=(7, 3)), np.array([0, 0, 0, 1, 1, 2, 2])
+    f2, y2 = f1.copy(), np.array([0, 0, 0, 1, 1, 2, 3])
+    notes: list[str] = []
+    out = per_class_frechet(f1, y1, f2, y2, 4, "a vs b", notes)
+    assert out[:2] == pytest.approx([0.0, 0.0], abs=1e-6)
+    assert np.isnan(out[2]) and np.isnan(out[3])
+    assert len(notes) == 1 and notes[0].startswith("a vs b: per-class FD skipped")
+    assert "class 2 round smooth (2 vs 1 images); class 3 in-between round smooth (0 vs 1 images)" in notes[0]
+    rows = balanced_subset(np.array([0, 0, 0, 1, 2, 2]), 2, seed=0)
+    assert np.bincount(np.array([0, 0, 0, 1, 2, 2])[rows]).tolist() == [2, 1, 2]
+
+
+def test_train_judge_run_logs_and_registers(mlflow_store, tiny_data):
+    ref = train_judge_run(tiny_data, "demo", overrides=TINY_JUDGE)
+    run = mlflow.get_run(ref.run_id)
+    m = run.data.metrics
+    assert run.info.status == "FINISHED" and run.data.tags["synthetic"] == "false" and run.data.tags["stage"] == "judge"
+    assert run.data.params["model.image_size"] == "32" and run.data.params["model.epochs"] == "2"
+    assert [h.step for h in mlflow.MlflowClient().get_metric_history(ref.run_id, "val_acc")] == [1, 2]
+    assert {"judge/confusion.png", "judge/precision_recall.png"} <= artifact_names(ref.run_id, "judge")
+    # test metrics agree with the logged labels and predictions
+    y_true, y_pred = load_npy(ref.run_id, "judge/test_labels_and_predictions.npy")
+    report = J.classification_report(y_true, y_pred)
+    assert m["test_accuracy"] == pytest.approx(report["accuracy"]) == pytest.approx(ref.metrics["test_accuracy"])
+    assert m["test_precision_5_barred_spiral"] == pytest.approx(report["precision"][5])
+    assert m["test_recall_3_in_between_round_smooth"] == pytest.approx(report["recall"][3])
+    assert ref.model_uri == "models:/galaxy-judge/1"
+    # the registered pyfunc: probabilities by default, features on request
+    model = mlflow.pyfunc.load_model("models:/galaxy-judge@champion")
+    images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    probs = model.predict(images)
+    assert probs.shape == (5, 10) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    assert model.predict(images, params={"output": "features"}).shape == (5, 8)
+    with pytest.raises(Exception, match="probs"):
+        model.predict(images, params={"output": "logits"})
+
+
+def test_evaluate_run_and_commands(mlflow_store, tiny_data):
+    runner = CliRunner()
+    vq = train_vqvae_run(tiny_data, "demo", epochs=1, overrides=TINY_VQVAE)
+    pr = train_prior_run(vq.model_uri, tiny_data, "demo", epochs=1, overrides=TINY_PRIOR, grids=False)
+    judged = runner.invoke(cli(), ["judge", "--data", str(tiny_data), "--set", "widths=[4,8]", "--set", "batch_size=16",
+                                   "--set", "device=cpu", "--epochs", "2"])
+    assert judged.exit_code == 0, judged.output
+    assert "test accuracy" in judged.stdout and "models:/galaxy-judge/1" in judged.stdout
+
+    result = evaluate_run(pr.model_uri, tiny_data, per_class=3, seed=1)
+    run = mlflow.get_run(result["run_id"])
+    m = run.data.metrics
+    assert run.data.tags["sampler_uri"] == pr.model_uri and run.data.tags["judge_uri"] == "models:/galaxy-judge@champion"
+    for key in ("cond_acc_cfg1", "cond_acc_cfg3", "cond_acc_cfg9", "cond_acc_cfg3_class4", "fd_generated_cfg3",
+                "fd_floor_train_vs_test", "fd_recon_vs_test", "recon_accuracy", "real_test_accuracy"):
+        assert key in m and np.isfinite(m[key]), key
+    assert set(result["metrics"]) == {"cond_acc_cfg1", "cond_acc_cfg3", "cond_acc_cfg9", "fd_generated_cfg3",
+                                      "fd_floor_train_vs_test", "fd_recon_vs_test", "recon_accuracy", "real_test_accuracy"}
+    assert {f"evaluate/{n}" for n in ("class_accuracy_vs_cfg.png", "confusion_cfg3.png", "confusion_recon.png", "frechet_per_class.png", "summary.png",
+                                      "summary.json", "predictions_cfg1.npy", "predictions_cfg3.npy", "predictions_cfg9.npy")} <= artifact_names(run.info.run_id, "evaluate")
+    # accuracies recomputed by hand from the logged predictions
+    requested = load_npy(run.info.run_id, "evaluate/requested_labels.npy")
+    assert np.bincount(requested).tolist() == [3] * 10
+    for cfg in (1, 3, 9):
+        predicted = load_npy(run.info.run_id, f"evaluate/predictions_cfg{cfg}.npy")
+        assert m[f"cond_acc_cfg{cfg}"] == pytest.approx(np.mean(predicted == requested))
+        assert m[f"cond_acc_cfg{cfg}_class7"] == pytest.approx(np.mean(predicted[requested == 7] == 7))
+    # the generated FD recomputed from the logged features; identical sets are at distance ~0
+    test_f, test_y = load_npy(run.info.run_id, "evaluate/features_test.npy"), load_npy(run.info.run_id, "evaluate/test_labels.npy")
+    gen_f = load_npy(run.info.run_id, "evaluate/features_generated_cfg3.npy")
+    assert m["fd_generated_cfg3"] == pytest.approx(balanced_frechet(gen_f, requested, test_f, test_y), rel=1e-6)
+    assert balanced_frechet(test_f, test_y, test_f, test_y) == pytest.approx(0.0, abs=1e-6)
+    # the tiny test split has classes with one image: their FDs are skipped and the note says so
+    summary = json.loads(mlflow.artifacts.load_text(f"{run.info.artifact_uri}/evaluate/summary.json"))
+    skipped = [c for c in range(10) if (test_y == c).sum() < 2]
+    assert skipped and all(f"fd_generated_cfg3_class{c}" not in m for c in skipped)
+    c = skipped[0]
+    assert any(f"class {c} {CLASS_NAMES[c]} (3 vs {(test_y == c).sum()} images)" in note for note in summary["notes"])
+    assert summary["metrics"][f"fd_generated_cfg3_class{c}"] is None
+    assert "evaluate/notes.txt" in artifact_names(run.info.run_id, "evaluate")
+
+    ok = runner.invoke(cli(), ["evaluate", "--model", pr.model_uri, "--data", str(tiny_data), "--per-class", "2", "--cfg", "1,3"])
+    assert ok.exit_code == 0, ok.output
+    assert "class-conditional accuracy: cfg 1" in ok.stdout and "floor train" in ok.stdout and "ceiling recon" in ok.stdout
+    cases = [
+        (["--per-class", "1"], "--per-class: 1 is too few"),
+        (["--data", "nowhere"], "nowhere: no such prepared dataset folder"),
+        (["--model", "models:/galaxy-sampler/99"], "models:/galaxy-sampler/99: no such model"),
+        (["--judge", "models:/galaxy-judge@nothing"], "models:/galaxy-judge@nothing: no such model"),
+        (["--judge", pr.model_uri], "is not a galaxy-judge model"),
+        (["--cfg", "3,x"], "--cfg: '3,x' is not a comma-separated list"),
+    ]
+    for extra, needle in cases:
+        proc = runner.invoke(cli(), ["evaluate", "--model", pr.model_uri, "--data", str(tiny_data), "--per-class", "2", *extra])
+        assert proc.exit_code == 2, (extra, proc.output)
+        assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and needle in proc.stderr, (extra, proc.stderr)
+    assert mlflow.search_runs(experiment_names=["galaxy-evaluate"]).shape[0] == 2  # bad input made no run

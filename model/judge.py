@@ -11,6 +11,7 @@ Dimension letters: N images, B batch, C colour channels (3), H/W image size, F f
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import time
@@ -45,6 +46,7 @@ class JudgeConfig:
     lr: float = 2e-3  # peak AdamW learning rate (one-cycle schedule)
     weight_decay: float = 0.05  # AdamW weight decay
     augment: bool = True  # random flips and 90-degree rotations (morphology does not depend on orientation)
+    blur: float = 1.5  # max Gaussian blur sigma (px) applied to half of each batch, so softness is not a class cue
     seed: int = 0  # seeds init, batch order and augmentation
     device: str | None = None  # None: cuda, mps, cpu in that order
     eval_batch_size: int = 256  # images per forward in validation and predict
@@ -149,6 +151,28 @@ def augment_square(batch: torch.Tensor, generator: torch.Generator) -> torch.Ten
     return torch.where(on[2], batch.transpose(1, 2), batch)
 
 
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(B, C, H, W) float -> same, blurred by a separable Gaussian of std ``sigma`` pixels (reflect padding)."""
+    if sigma <= 0:
+        return x
+    radius = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def blur_half(x: torch.Tensor, max_sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """Blur a random half of the batch with one sigma drawn from U(0.3, max_sigma); the rest stays sharp."""
+    if max_sigma <= 0:
+        return x
+    pick = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)  # (B,)
+    sigma = 0.3 + (max_sigma - 0.3) * float(torch.rand(1, generator=generator))
+    return torch.where(pick.view(-1, 1, 1, 1), gaussian_blur(x, sigma), x)
+
+
 def _check_images(images: np.ndarray | torch.Tensor, config: JudgeConfig, name: str) -> None:
     """Images must be (N, S, S, 3) uint8 with S = config.image_size."""
     s = config.image_size
@@ -229,6 +253,8 @@ def train_judge(
             if config.augment:
                 batch = augment_square(batch, generator)
             x, y = uint8_to_unit(batch), labels[idx]  # (B, 3, H, W), (B,)
+            if config.augment:
+                x = blur_half(x, config.blur, generator)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y)

@@ -157,3 +157,24 @@ def test_judge_figures_have_titles():
         assert isinstance(fig, Figure) and fig.get_suptitle()
     tick_labels = [t.get_text() for t in figs[0].axes[0].get_xticklabels()]
     assert tick_labels == list(CLASS_NAMES)
+
+
+def test_gaussian_blur_keeps_flat_images_and_mass():
+    import torch
+
+    from model.judge import blur_half, gaussian_blur
+
+    flat = torch.full((2, 3, 16, 16), 0.25)
+    assert torch.allclose(gaussian_blur(flat, 1.0), flat, atol=1e-6)
+    spike = torch.zeros(1, 1, 21, 21)
+    spike[0, 0, 10, 10] = 1.0
+    out = gaussian_blur(spike, 1.0)
+    assert out.sum().item() == pytest.approx(1.0, abs=1e-5) and out.max() < 0.2
+    # second moment of the blurred spike is the kernel's variance (sigma^2 = 1 per axis)
+    yy, xx = torch.meshgrid(torch.arange(21.0) - 10, torch.arange(21.0) - 10, indexing="ij")
+    assert (out[0, 0] * xx**2).sum().item() == pytest.approx(1.0, rel=0.02)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 3, 8, 8)
+    y = blur_half(x, 1.5, g)
+    changed = (y != x).flatten(1).any(1)
+    assert 10 < int(changed.sum()) < 54  # about half the batch

@@ -1,0 +1,62 @@
+"""The `galaxy` flow end to end on tiny settings under a real Prefect server and a real MLflow store."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+from prefect.client.orchestration import get_client
+from pydantic import ValidationError
+
+from flows.pipeline import PipelineConfig, galaxy
+from tests.conftest import TINY_PRIOR, TINY_VQVAE, make_galaxy10
+
+TINY_JUDGE = dict(image_size=32, widths=(8, 16), batch_size=16)
+
+
+def tiny_config(tmp_path, stages) -> PipelineConfig:
+    src = make_galaxy10(tmp_path / "src.h5", n=120, side=64)
+    return PipelineConfig(
+        source=f"h5:{src}", data_dir=str(tmp_path / "prepared"), size=32, stages=stages,
+        vqvae_epochs=1, vqvae_overrides=TINY_VQVAE, prior_epochs=1, prior_overrides=TINY_PRIOR,
+        judge_epochs=1, judge_overrides=TINY_JUDGE,
+    )
+
+
+def test_config_is_validated():
+    with pytest.raises(ValidationError):
+        PipelineConfig(stages=["data", "telescope"])
+    with pytest.raises(ValidationError):
+        PipelineConfig(vqvae_preset="huge")
+    with pytest.raises(ValidationError):
+        PipelineConfig(size=3)
+
+
+def test_full_flow_runs_every_stage(prefect_server, mlflow_store, tmp_path):
+    config = tiny_config(tmp_path, ["data", "vqvae", "atlas", "prior", "samples", "judge", "evaluate"])
+    results = galaxy(config)
+    assert set(results) == {"data", "vqvae", "atlas", "prior", "samples", "judge", "evaluate"}
+    client = mlflow.MlflowClient()
+    for stage in ("vqvae", "atlas", "prior", "judge", "evaluate"):
+        assert client.get_run(results[stage]["run_id"]).info.status == "FINISHED", stage
+    for name in ("galaxy-vqvae", "galaxy-sampler", "galaxy-judge"):
+        assert str(client.get_model_version_by_alias(name, "champion").version) == "1", name
+    assert "cond_acc_cfg3" in results["evaluate"]["metrics"]
+    samples = {a.path for a in mlflow.artifacts.list_artifacts(run_id=results["prior"]["run_id"], artifact_path="samples")}
+    assert "samples/cfg_3.png" in samples
+
+    import asyncio
+
+    async def summary():
+        async with get_client() as c:
+            return await c.read_artifacts()
+
+    artifacts = [a for a in asyncio.run(summary()) if a.key == "galaxy-summary"]
+    assert artifacts, "the flow publishes its summary artifact"
+    text = artifacts[-1].data
+    assert "galaxy-vqvae/1" in text and "cond_acc_cfg3" in text and results["prior"]["run_id"] in text
+
+    # a second run of the same config is served from the task cache: no new MLflow runs
+    before = len(client.search_runs([client.get_experiment_by_name("galaxy-vqvae").experiment_id]))
+    again = galaxy(config)
+    assert again["vqvae"]["run_id"] == results["vqvae"]["run_id"]
+    assert len(client.search_runs([client.get_experiment_by_name("galaxy-vqvae").experiment_id])) == before

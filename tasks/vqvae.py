@@ -119,8 +119,15 @@ def train_vqvae_run(
     on_epoch_end: Callable[[int, dict], Any] | None = None,
     extra_tags: dict[str, str] | None = None,
     resume: bool = True,
+    experiment: str = EXPERIMENT,
+    run_folder: str | Path | None = None,
 ) -> ModelRef:
-    """Train, evaluate, log and register one VQ-VAE; returns its run and registered model."""
+    """Train, evaluate, log and register one VQ-VAE; returns its run and registered model.
+
+    ``run_folder`` overrides where the resumable checkpoint lives (default: a folder named by the
+    config hash under ``runs_dir()``); ``experiment`` names the MLflow experiment (sweeps put their
+    trials beside their parent run).
+    """
     tracking.setup()
     data = load_prepared(data_dir)
     overrides = dict(overrides or {})
@@ -136,7 +143,7 @@ def train_vqvae_run(
     val_x, _ = data.subset("val", limit and max(limit // 8, GRID_IMAGES))
     device = pick_device(train_cfg.device)
 
-    folder = runs_dir() / f"vqvae-{config_hash(model_cfg.to_dict(), train_cfg.to_dict(), data.key, limit, tracking.tracking_uri())}"
+    folder = Path(run_folder) if run_folder is not None else runs_dir() / f"vqvae-{config_hash(model_cfg.to_dict(), train_cfg.to_dict(), data.key, limit, tracking.tracking_uri())}"
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint, state_file = folder / "checkpoint.pt", folder / "mlflow_run.json"
     previous = json.loads(state_file.read_text())["run_id"] if resume and state_file.exists() and checkpoint.exists() else None
@@ -144,7 +151,7 @@ def train_vqvae_run(
         checkpoint.unlink(missing_ok=True)
 
     tags = tracking.base_tags(data.meta, device.type, stage="vqvae", preset=preset_name, **(extra_tags or {}))
-    with tracking.run(EXPERIMENT, tracking.run_name(f"vqvae-{preset_name}", data.meta), tags, nested=nested, run_id=previous) as active:
+    with tracking.run(experiment, tracking.run_name(f"vqvae-{preset_name}", data.meta), tags, nested=nested, run_id=previous) as active:
         run_id = active.info.run_id
         state_file.write_text(json.dumps({"run_id": run_id}))
         if previous is None:

@@ -12,7 +12,6 @@ Dimension letters: N images, B batch, C colour channels (3), H/W image size, F f
 from __future__ import annotations
 
 import math
-import os
 import pickle
 import time
 import zipfile
@@ -30,7 +29,7 @@ from matplotlib.figure import Figure
 
 from model.errors import UserError
 from model.galaxy10 import NUM_CLASSES
-from model.utils import pick_device, seed_everything, uint8_to_unit
+from model.utils import atomic_save, pick_device, seed_everything, uint8_to_unit
 
 
 @dataclass
@@ -292,16 +291,8 @@ def train_judge(
 
 def save_judge(path: str | Path, model: MorphologyCNN, history: Sequence[dict[str, float]] = ()) -> None:
     """Write {'model', 'model_config', 'history'} (tensors and plain values) to a temp name, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "_orig_mod", model)  # the uncompiled module
-    ckpt = {"model": model.state_dict(), "model_config": model.config.to_dict(), "history": [dict(h) for h in history]}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_save({"model": model.state_dict(), "model_config": model.config.to_dict(), "history": [dict(h) for h in history]}, path)
 
 
 def load_judge(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[MorphologyCNN, dict[str, Any]]:

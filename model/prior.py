@@ -18,7 +18,6 @@ H heads, E head width (D / H).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -31,6 +30,7 @@ from einops import rearrange
 
 from model.errors import UserError
 from model.galaxy10 import NUM_CLASSES
+from model.utils import atomic_save
 
 # --------------------------------------------------------------------------------------------------
 # Configuration
@@ -486,12 +486,7 @@ class ConditionalPrior(nn.Module):
 
 def save_prior(path: str | Path, model: ConditionalPrior, **extra: Any) -> None:
     """Write {'model', 'model_config', **extra} atomically (temp name, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"model": model.state_dict(), "model_config": model.config.to_dict(), **extra}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_save({"model": model.state_dict(), "model_config": model.config.to_dict(), **extra}, path)
 
 
 def load_prior(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[ConditionalPrior, dict]:

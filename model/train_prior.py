@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ from einops import rearrange
 from model.errors import UserError
 from model.metrics import code_counts, entropy_nats
 from model.prior import ConditionalPrior, PriorConfig, PriorTrainConfig, load_prior, save_prior
-from model.utils import pick_device, seed_everything
+from model.utils import pick_device, rng_state, seed_everything, set_rng_state
 
 LN2 = math.log(2.0)
 
@@ -117,21 +116,6 @@ def _check_split(name: str, tokens: np.ndarray, labels: np.ndarray, config: Prio
         raise ValueError(f"{name} labels must be in [0, {config.num_classes}), got {got}")
 
 
-def _rng_state() -> dict[str, Any]:
-    """Torch CPU (and CUDA) RNG states as tensors."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what _rng_state saved."""
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def train_prior(
     config: PriorConfig,
     train_config: PriorTrainConfig,
@@ -180,7 +164,7 @@ def train_prior(
             raise UserError(ckpt_path, "holds a prior with a different config; delete it or pass resume=False")
         model.load_state_dict(loaded.state_dict(), strict=True)
         optimizer.load_state_dict(ckpt["optimizer"])
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
         epoch0, step = int(ckpt["epoch"]), int(ckpt["step"])
         history = [dict(h) for h in ckpt.get("history", [])]
 
@@ -236,7 +220,7 @@ def train_prior(
                 epoch=epoch + 1,
                 step=step,
                 optimizer=optimizer.state_dict(),
-                rng=_rng_state(),
+                rng=rng_state(),
                 history=history,
             )
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from model.errors import UserError
 from model.metrics import codebook_usage, psnr
-from model.utils import pick_device, seed_everything, uint8_to_unit, unit_to_uint8
+from model.utils import pick_device, seed_everything, set_rng_state, uint8_to_unit, unit_to_uint8
 from model.vqvae import (
     PRESETS,
     VQVAE,
@@ -31,7 +31,6 @@ from model.vqvae import (
     preset,
     read_checkpoint,
     save_checkpoint,
-    set_rng_state,
 )
 
 __all__ = [

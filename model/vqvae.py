@@ -16,7 +16,6 @@ size (``codebook_dim``; equals D unless a projection is configured).
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from torch import nn
 from vector_quantize_pytorch import VectorQuantize
 
 from model.errors import UserError
+from model.utils import atomic_save, rng_state
 
 if TYPE_CHECKING:
     from model.train_vqvae import TrainConfig
@@ -378,33 +378,6 @@ def preset(name: str, **overrides: Any) -> tuple[VQVAEConfig, TrainConfig]:
 
 # ----------------------------------------------------------------------------------------------------------
 # checkpoints
-
-
-def rng_state() -> dict[str, Any]:
-    """Global torch RNG state(s) as tensors (CPU, and CUDA when it is in use)."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what rng_state() returned."""
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary name in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_checkpoint(

@@ -15,6 +15,7 @@ from prefect import task
 
 from model import data as D
 from model.errors import UserError
+from tasks.retry import retry_on_io
 from tasks.progress import bar
 
 DEFAULT_SYNTH_N = 3000  # images in the offline synthetic default (the real set has 17,736)
@@ -84,7 +85,7 @@ def _prepare_cache_key(context, parameters) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@task(name="prepare-data", cache_key_fn=_prepare_cache_key, retries=1, retry_delay_seconds=2, persist_result=True)
+@task(name="prepare-data", cache_key_fn=_prepare_cache_key, retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io, persist_result=True)
 def prepare_task(source: str, out: str, size: int = 128, seed: int = DEFAULT_SEED, synthetic_n: int = DEFAULT_SYNTH_N) -> str:
     """Prepare a dataset folder and return its path."""
     from prefect import get_run_logger

@@ -39,9 +39,10 @@ from model.data import load_prepared
 from model.errors import UserError
 from model.galaxy10 import CLASS_NAMES
 from model.utils import pick_device
+from tasks.retry import retry_on_io
 from tasks import tracking
 from tasks.progress import bar
-from tasks.vqvae import ModelRef, config_hash, data_cache_key, pip_requirements, promote, runs_dir
+from tasks.vqvae import ModelRef, config_hash, data_cache_key, promote, runs_dir
 
 JUDGE_EXPERIMENT = "galaxy-judge"
 EVALUATE_EXPERIMENT = "galaxy-evaluate"
@@ -79,18 +80,8 @@ def judge_signature(size: int) -> ModelSignature:
 
 def log_judge(checkpoint: Path, size: int, register_as: str | None = MODEL_NAME) -> tuple[str, str]:
     """Log the judge pyfunc (models-from-code + checkpoint artifact) to the active run; returns (URI, version)."""
-    info = mlflow.pyfunc.log_model(
-        name="model",  # not "judge": that run folder holds the figures
-        python_model=str(PYFUNC_CODE),
-        artifacts={"checkpoint": str(checkpoint)},
-        signature=judge_signature(size),
-        pip_requirements=pip_requirements(),
-        registered_model_name=register_as,
-    )
-    if register_as is None:
-        return info.model_uri, ""
-    version = str(info.registered_model_version)
-    return f"models:/{register_as}/{version}", version
+    # named "model", not "judge": the judge/ run folder holds the figures
+    return tracking.log_pyfunc("model", PYFUNC_CODE, {"checkpoint": checkpoint}, judge_signature(size), register_as)
 
 
 def report_metrics(report: dict[str, Any], prefix: str) -> dict[str, float]:
@@ -177,10 +168,7 @@ def train_judge_run(
 
 def load_judge_from_uri(model_uri: str):
     """The torch judge inside a registered `galaxy-judge` pyfunc (eval mode, CPU), and its checkpoint dict."""
-    tracking.resolve_model_uri(model_uri)
-    wrapper = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
-    if not hasattr(wrapper, "judge"):
-        raise UserError(model_uri, "is not a galaxy-judge model")
+    wrapper = tracking.unwrap_pyfunc(model_uri, "judge", MODEL_NAME)
     return wrapper.judge.cpu().eval(), wrapper.checkpoint
 
 
@@ -455,7 +443,7 @@ def train_judge_task(data_dir: str, preset_name: str = "demo", epochs: int | Non
     return train_judge_run(data_dir, preset_name, epochs=epochs, overrides=overrides, limit=limit).__dict__
 
 
-@task(name="evaluate", retries=1, retry_delay_seconds=2)
+@task(name="evaluate", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
 def evaluate_task(
     sampler_uri: str, data_dir: str, judge_uri: str = JUDGE_URI, limit: int | None = None, seed: int = 0, per_class: int = PER_CLASS
 ) -> dict:

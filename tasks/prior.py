@@ -19,16 +19,16 @@ from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 from prefect import task
 
 from model.data import load_prepared
-from model.errors import UserError
 from model.galaxy10 import CLASS_NAMES, NUM_CLASSES
 from model.prior import prior_preset, save_prior
 from model.sampling import sample
 from model.train_prior import train_prior
 from model.utils import pick_device, uint8_to_unit
 from model.vqvae import VQVAE, evaluating
+from tasks.retry import retry_on_io
 from tasks import tracking
 from tasks.progress import bar
-from tasks.vqvae import ModelRef, config_hash, data_cache_key, load_vqvae_from_uri, pip_requirements, promote, runs_dir
+from tasks.vqvae import ModelRef, config_hash, data_cache_key, load_vqvae_from_uri, promote, runs_dir
 
 EXPERIMENT = "galaxy-prior"
 MODEL_NAME = "galaxy-sampler"
@@ -106,18 +106,8 @@ def sampler_signature() -> ModelSignature:
 
 def log_sampler(prior_ckpt: Path, vqvae_ckpt: Path, register_as: str | None = MODEL_NAME) -> tuple[str, str]:
     """Log the VQ-VAE + prior pyfunc (models-from-code) to the active run; returns (URI, version)."""
-    info = mlflow.pyfunc.log_model(
-        name="sampler",
-        python_model=str(PYFUNC_CODE),
-        artifacts={"prior": str(prior_ckpt), "vqvae": str(vqvae_ckpt)},
-        signature=sampler_signature(),
-        pip_requirements=pip_requirements(),
-        registered_model_name=register_as,
-    )
-    if register_as is None:
-        return info.model_uri, ""
-    version = str(info.registered_model_version)
-    return f"models:/{register_as}/{version}", version
+    artifacts = {"prior": prior_ckpt, "vqvae": vqvae_ckpt}
+    return tracking.log_pyfunc("sampler", PYFUNC_CODE, artifacts, sampler_signature(), register_as)
 
 
 def train_prior_run(
@@ -196,10 +186,7 @@ def train_prior_run(
 
 def load_sampler(model_uri: str):
     """(prior, vqvae) torch modules inside a registered galaxy-sampler pyfunc, in eval mode on CPU."""
-    tracking.resolve_model_uri(model_uri)
-    wrapper = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
-    if not hasattr(wrapper, "prior"):
-        raise UserError(model_uri, "is not a galaxy-sampler model")
+    wrapper = tracking.unwrap_pyfunc(model_uri, "prior", MODEL_NAME)
     return wrapper.prior, wrapper.vqvae
 
 
@@ -254,7 +241,7 @@ def log_sampling_grids(run_id: str, sampler_uri: str, seed: int = 0) -> None:
         pbar.update()
 
 
-@task(name="tokenize", retries=1, retry_delay_seconds=2)
+@task(name="tokenize", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
 def tokenize_task(vqvae_uri: str, data_dir: str) -> str:
     """Tokenize a prepared folder with a registered VQ-VAE (cached on disk); returns the token folder."""
     return str(tokenize_dataset(vqvae_uri, data_dir))
@@ -266,7 +253,7 @@ def train_prior_task(vqvae_uri: str, data_dir: str, preset_name: str = "demo", e
     return train_prior_run(vqvae_uri, data_dir, preset_name, epochs=epochs, overrides=overrides, limit=limit, grids=False).__dict__
 
 
-@task(name="sampling-grids", retries=1, retry_delay_seconds=2)
+@task(name="sampling-grids", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
 def sampling_grids_task(run_id: str, sampler_uri: str, seed: int = 0) -> str:
     """Log the P4 sampling grids into the prior's run; returns the run id."""
     log_sampling_grids(run_id, sampler_uri, seed)

@@ -67,13 +67,6 @@ def vqvae_signature(size: int) -> ModelSignature:
     )
 
 
-def pip_requirements() -> list[str]:
-    """The packages a loaded pyfunc needs (the project itself must be installed beside them)."""
-    from importlib.metadata import version
-
-    return [f"{p}=={version(p)}" for p in ("torch", "vector-quantize-pytorch", "einops", "numpy", "mlflow")]
-
-
 def promote(name: str, version: str, metric: str, value: float, higher_is_better: bool) -> bool:
     """Alias the new version 'champion' when it beats the current champion on ``metric`` (or there is none).
 
@@ -93,18 +86,7 @@ def promote(name: str, version: str, metric: str, value: float, higher_is_better
 
 def log_model(checkpoint: Path, size: int, name: str = "vqvae", register_as: str | None = MODEL_NAME) -> tuple[str, str]:
     """Log the pyfunc (models-from-code + checkpoint artifact) to the active run; returns (model URI, version)."""
-    info = mlflow.pyfunc.log_model(
-        name=name,
-        python_model=str(PYFUNC_CODE),
-        artifacts={"checkpoint": str(checkpoint)},
-        signature=vqvae_signature(size),
-        pip_requirements=pip_requirements(),
-        registered_model_name=register_as,
-    )
-    if register_as is None:
-        return info.model_uri, ""
-    version = str(info.registered_model_version)
-    return f"models:/{register_as}/{version}", version
+    return tracking.log_pyfunc(name, PYFUNC_CODE, {"checkpoint": checkpoint}, vqvae_signature(size), register_as)
 
 
 def train_vqvae_run(
@@ -197,10 +179,7 @@ def train_vqvae_run(
 
 def load_vqvae_from_uri(model_uri: str):
     """The torch VQ-VAE inside a registered `galaxy-vqvae` pyfunc (eval mode, CPU), and its checkpoint dict."""
-    tracking.resolve_model_uri(model_uri)
-    wrapper = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
-    if not hasattr(wrapper, "vqvae"):
-        raise UserError(model_uri, "is not a galaxy-vqvae model")
+    wrapper = tracking.unwrap_pyfunc(model_uri, "vqvae", MODEL_NAME)
     return wrapper.vqvae.cpu().eval(), wrapper.checkpoint
 
 

@@ -15,15 +15,6 @@ TINY = judge.JudgeConfig(image_size=16, num_classes=3, widths=(4, 8), dropout=0.
                          lr=1e-2, weight_decay=0.0, seed=0, device="cpu", eval_batch_size=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest single-threaded on a shared CPU; restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def colour_task(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(n, 16, 16, 3) uint8 noisy images whose dominant colour channel is the label (orientation-free)."""
     rng = np.random.default_rng(seed)

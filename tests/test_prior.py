@@ -32,15 +32,6 @@ def tiny_config(**kw) -> PriorConfig:
     return PriorConfig(**{**base, **kw})
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops run faster on one thread (and the CI CPU is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def model64() -> ConditionalPrior:
     """A tiny prior in float64 so that cached and full-prefix computations agree to ~1e-15."""

@@ -21,15 +21,6 @@ MODEL = VQVAEConfig(image_size=16, widths=(8, 16), embedding_dim=8, codebook_siz
 TRAIN = TrainConfig(epochs=2, batch_size=8, lr=3e-3, seed=0, device="cpu", eval_batch_size=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest single-threaded on a shared CPU; restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def blobs(n: int, size: int = 16, seed: int = 0) -> np.ndarray:
     """(N, S, S, 3) uint8 images of one soft coloured Gaussian blob each."""
     rng = np.random.default_rng(seed)

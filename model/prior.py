@@ -130,7 +130,7 @@ PRIOR_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # Small enough to train in a couple of minutes on 2 CPU cores on ~3k sequences of 256 tokens.
     "demo": {
         "model": dict(dim=64, heads=4, layers=3, dropout=0.0, class_dropout=0.1),
-        "train": dict(epochs=3, batch_size=32, lr=2e-3, warmup=30, weight_decay=0.01, log_every=20),
+        "train": dict(epochs=8, batch_size=32, lr=2e-3, warmup=30, weight_decay=0.01, log_every=20),
     },
 }
 

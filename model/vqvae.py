@@ -346,7 +346,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             kmeans_init=True,
             threshold_ema_dead_code=2,
         ),
-        "train": dict(epochs=3, batch_size=32, lr=1e-3),
+        "train": dict(epochs=6, batch_size=32, lr=1e-3),
     },
 }
 

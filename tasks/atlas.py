@@ -23,9 +23,10 @@ from model.utils import unit_to_uint8
 from model.vqvae import VQVAE, evaluating
 from tasks.retry import retry_on_io
 from tasks import tracking
+from tasks.cache import stage_cache_key
 from tasks.prior import tokenize_dataset
 from tasks.progress import bar
-from tasks.vqvae import data_cache_key, load_vqvae_from_uri
+from tasks.vqvae import load_vqvae_from_uri
 
 EXPERIMENT = "galaxy-atlas"
 
@@ -116,7 +117,7 @@ def atlas_run(vqvae_uri: str, data_dir: str | Path, *, codes: Sequence[int] = ()
     return {"run_id": run_id, "metrics": {k: float(v) for k, v in metrics.items()}}
 
 
-@task(name="atlas", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io, persist_result=True, cache_key_fn=data_cache_key)
+@task(name="atlas", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io, persist_result=True, cache_key_fn=stage_cache_key)
 def atlas_task(vqvae_uri: str, data_dir: str, limit: int | None = None, seed: int = 0) -> dict:
     """The codebook atlas of a registered VQ-VAE, logged to MLflow; returns {run_id, metrics}."""
     return atlas_run(vqvae_uri, data_dir, limit=limit, seed=seed)

@@ -6,8 +6,6 @@ suffix; the CLI calls the plain functions, flows call the tasks.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from prefect import task
 
 from model import data as D
 from model.errors import UserError
+from tasks.cache import prepare_cache_key
 from tasks.retry import retry_on_io
 from tasks.progress import bar
 
@@ -76,16 +75,7 @@ def prepare_dataset(
         return D.prepare(path, out, size=size, seed=seed, progress=pbar.update, source_label=label)
 
 
-def _prepare_cache_key(context, parameters) -> str | None:
-    """Cache on the inputs plus the identity of what is on disk now; no cache while the output is absent."""
-    meta = D.read_meta(parameters["out"])
-    if meta is None:
-        return None
-    text = json.dumps({**parameters, "on_disk": meta.get("key")}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-@task(name="prepare-data", cache_key_fn=_prepare_cache_key, retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io, persist_result=True)
+@task(name="prepare-data", cache_key_fn=prepare_cache_key, retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io, persist_result=True)
 def prepare_task(source: str, out: str, size: int = 128, seed: int = DEFAULT_SEED, synthetic_n: int = DEFAULT_SYNTH_N) -> str:
     """Prepare a dataset folder and return its path."""
     from prefect import get_run_logger

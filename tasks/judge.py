@@ -41,8 +41,9 @@ from model.galaxy10 import CLASS_NAMES
 from model.utils import pick_device
 from tasks.retry import retry_on_io
 from tasks import tracking
+from tasks.cache import stage_cache_key
 from tasks.progress import bar
-from tasks.vqvae import ModelRef, config_hash, data_cache_key, promote, runs_dir
+from tasks.vqvae import ModelRef, config_hash, promote, runs_dir
 
 JUDGE_EXPERIMENT = "galaxy-judge"
 EVALUATE_EXPERIMENT = "galaxy-evaluate"
@@ -437,7 +438,7 @@ def summary_text(metrics: dict[str, float], cfg_values: Sequence[float], fd_cfg:
 # Prefect tasks
 
 
-@task(name="train-judge", persist_result=True, cache_key_fn=data_cache_key)
+@task(name="train-judge", persist_result=True, cache_key_fn=stage_cache_key)
 def train_judge_task(data_dir: str, preset_name: str = "demo", epochs: int | None = None, overrides: dict | None = None, limit: int | None = None) -> dict:
     """Train and register the morphology judge; returns {run_id, model_uri, version, metrics}."""
     return train_judge_run(data_dir, preset_name, epochs=epochs, overrides=overrides, limit=limit).__dict__

@@ -27,8 +27,9 @@ from model.utils import pick_device, uint8_to_unit
 from model.vqvae import VQVAE, evaluating
 from tasks.retry import retry_on_io
 from tasks import tracking
+from tasks.cache import stage_cache_key
 from tasks.progress import bar
-from tasks.vqvae import ModelRef, config_hash, data_cache_key, load_vqvae_from_uri, promote, runs_dir
+from tasks.vqvae import ModelRef, config_hash, load_vqvae_from_uri, promote, runs_dir
 
 EXPERIMENT = "galaxy-prior"
 MODEL_NAME = "galaxy-sampler"
@@ -247,7 +248,7 @@ def tokenize_task(vqvae_uri: str, data_dir: str) -> str:
     return str(tokenize_dataset(vqvae_uri, data_dir))
 
 
-@task(name="train-prior", persist_result=True, cache_key_fn=data_cache_key)
+@task(name="train-prior", persist_result=True, cache_key_fn=stage_cache_key)
 def train_prior_task(vqvae_uri: str, data_dir: str, preset_name: str = "demo", epochs: int | None = None, overrides: dict | None = None, limit: int | None = None) -> dict:
     """Train the prior and register the sampler (grids are a separate task); returns {run_id, model_uri, ...}."""
     return train_prior_run(vqvae_uri, data_dir, preset_name, epochs=epochs, overrides=overrides, limit=limit, grids=False).__dict__

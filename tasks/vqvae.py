@@ -26,6 +26,7 @@ from model.train_vqvae import evaluate_vqvae, reconstruct_images, train_vqvae
 from model.utils import image_grid, pick_device
 from model.vqvae import load_vqvae, preset
 from tasks import tracking
+from tasks.cache import stage_cache_key
 from tasks.progress import bar
 
 EXPERIMENT = "galaxy-vqvae"
@@ -183,15 +184,7 @@ def load_vqvae_from_uri(model_uri: str):
     return wrapper.vqvae.cpu().eval(), wrapper.checkpoint
 
 
-def data_cache_key(context, parameters) -> str:
-    """Cache on the inputs, the prepared data's identity and the tracking store."""
-    from model.data import read_meta
-
-    meta = read_meta(parameters["data_dir"]) or {}
-    return f"{context.task.name}-" + config_hash(parameters, meta.get("key"), tracking.tracking_uri())
-
-
-@task(name="train-vqvae", persist_result=True, cache_key_fn=data_cache_key)
+@task(name="train-vqvae", persist_result=True, cache_key_fn=stage_cache_key)
 def train_vqvae_task(
     data_dir: str, preset_name: str = "demo", epochs: int | None = None, overrides: dict | None = None, limit: int | None = None
 ) -> dict:

@@ -1,0 +1,59 @@
+"""Prefect cache keys follow everything that decides a stage's result, not only its parameters."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tasks import cache
+from tests.conftest import make_galaxy10
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def key_in_new_process(cwd: Path, params: dict) -> str:
+    code = f"import json; from tasks import cache; print(cache.key_of('train-vqvae', json.loads({json.dumps(params)!r}), 'data/prepared'))"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_key_changes_with_checkout_folder_store_data_and_code(tmp_path, monkeypatch):
+    from model.data import prepare
+
+    params = {"data_dir": "data/prepared", "preset_name": "demo", "epochs": None}
+    for name in ("a", "b"):
+        (tmp_path / name / "mlflow").mkdir(parents=True)
+        prepare(make_galaxy10(tmp_path / name / "src.h5", seed=1), tmp_path / name / "data" / "prepared", size=32)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+    monkeypatch.chdir(tmp_path / "a")
+    key_a = cache.key_of("train-vqvae", params, "data/prepared")
+    assert cache.key_of("train-vqvae", params, "data/prepared") == key_a  # stable
+    monkeypatch.chdir(tmp_path / "b")  # same relative parameters, same data content, another checkout
+    assert cache.key_of("train-vqvae", params, "data/prepared") != key_a
+
+    monkeypatch.chdir(tmp_path / "a")
+    # a deleted and recreated store is another store (in a new process: MLflow keeps its engine open)
+    first = key_in_new_process(tmp_path / "a", params)
+    assert first == key_a
+    (tmp_path / "a" / "mlflow" / "mlflow.db").unlink()
+    key_with_store = key_in_new_process(tmp_path / "a", params)
+    assert key_with_store != key_a
+    prepare(make_galaxy10(tmp_path / "a" / "src.h5", seed=2), tmp_path / "a" / "data" / "prepared", size=32)
+    assert cache.key_of("train-vqvae", params, "data/prepared") != key_with_store  # new data content
+
+    monkeypatch.setattr(cache, "code_version", lambda: "another-version")
+    assert cache.key_of("train-vqvae", params, "data/prepared") != key_with_store
+
+
+def test_prepare_is_not_cached_while_its_output_is_absent(tmp_path):
+    class Ctx:
+        class task:  # noqa: N801 - mimics Prefect's context.task
+            name = "prepare-data"
+
+    assert cache.prepare_cache_key(Ctx, {"out": str(tmp_path / "none"), "source": "synthetic"}) is None

@@ -16,7 +16,7 @@ import pickle
 import time
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,13 +27,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
+from model.config import Config
 from model.errors import UserError
 from model.galaxy10 import NUM_CLASSES
 from model.utils import atomic_save, pick_device, seed_everything, uint8_to_unit
 
 
 @dataclass
-class JudgeConfig:
+class JudgeConfig(Config):
     """Architecture and training settings of the morphology judge (the model is rebuilt from this alone)."""
 
     image_size: int = 128  # input height = width; predict() checks images against it
@@ -49,24 +50,6 @@ class JudgeConfig:
     seed: int = 0  # seeds init, batch order and augmentation
     device: str | None = None  # None: cuda, mps, cpu in that order
     eval_batch_size: int = 256  # images per forward in validation and predict
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values only (checkpoint-safe)."""
-        d = asdict(self)
-        d["widths"] = list(self.widths)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> JudgeConfig:
-        """Inverse of to_dict; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown JudgeConfig keys: {sorted(unknown)}")
-        d = dict(d)
-        if "widths" in d:
-            d["widths"] = tuple(int(w) for w in d["widths"])
-        return cls(**d)
 
 
 #: Named presets: "demo" trains in minutes on a CPU, "article" is the full-size judge.

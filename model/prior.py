@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from model.config import Config
 from model.errors import UserError
 from model.galaxy10 import NUM_CLASSES
 from model.utils import atomic_save
@@ -37,7 +38,7 @@ from model.utils import atomic_save
 
 
 @dataclass
-class PriorConfig:
+class PriorConfig(Config):
     """Architecture of the conditional prior; vocab and grid come from the VQ-VAE's stored config."""
 
     vocab_size: int  # K: codebook size of the VQ-VAE whose indices are modelled (read, never typed)
@@ -75,22 +76,9 @@ class PriorConfig:
         """Label id of the null (unconditional) class."""
         return self.num_classes
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of the fields (for checkpoints and tracking)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PriorConfig:
-        """Rebuild from ``to_dict()``; unknown keys are an error."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown PriorConfig keys: {sorted(unknown)}")
-        return cls(**d)
-
 
 @dataclass
-class PriorTrainConfig:
+class PriorTrainConfig(Config):
     """How the prior is trained (see model.train_prior.train_prior)."""
 
     epochs: int = 30  # passes over the training sequences
@@ -105,19 +93,6 @@ class PriorTrainConfig:
     bf16: bool = True  # bf16 autocast, used on CUDA only
     eval_batch_size: int = 128  # sequences per validation forward
     log_every: int = 50  # log step_loss every this many steps (0: per epoch only)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of the fields."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PriorTrainConfig:
-        """Rebuild from ``to_dict()``; unknown keys are an error."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown PriorTrainConfig keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 #: Named presets: architecture ("model") and training ("train") settings. vocab/grid come from the VQ-VAE.

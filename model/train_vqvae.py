@@ -12,7 +12,7 @@ Dimension letters: N images, B batch, H/W height/width, C channels, h/w latent g
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model.config import Config
 from model.errors import UserError
 from model.metrics import codebook_usage, psnr
 from model.utils import pick_device, seed_everything, set_rng_state, uint8_to_unit, unit_to_uint8
@@ -46,7 +47,7 @@ __all__ = [
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Config):
     """Optimisation and runtime settings of one VQ-VAE training run."""
 
     epochs: int = 10  # passes over the training split
@@ -68,18 +69,6 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)}")
         if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("lr must be > 0, weight_decay and grad_clip >= 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values, for checkpoints and MLflow params."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Inverse of to_dict; unknown keys are an error."""
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields: {unknown}")
-        return cls(**d)
 
 
 class TrainResult(NamedTuple):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import pickle
 import zipfile
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
 
@@ -29,6 +29,7 @@ from einops import rearrange
 from torch import nn
 from vector_quantize_pytorch import VectorQuantize
 
+from model.config import Config
 from model.errors import UserError
 from model.utils import atomic_save, rng_state
 
@@ -39,7 +40,7 @@ QUANTIZERS = ("lucidrains", "simple")
 
 
 @dataclass
-class VQVAEConfig:
+class VQVAEConfig(Config):
     """Architecture and quantizer settings; the latent grid is derived from them."""
 
     image_size: int = 128  # H = W of the input images in pixels (the prepared data's size)
@@ -100,21 +101,6 @@ class VQVAEConfig:
     def seq_len(self) -> int:
         """N = h * w: number of tokens per image."""
         return self.grid**2
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values only (lists, not tuples), for checkpoints and MLflow params."""
-        d = asdict(self)
-        d["widths"] = list(self.widths)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> VQVAEConfig:
-        """Inverse of to_dict; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown VQVAEConfig fields: {unknown}")
-        return cls(**d)
 
 
 _LUCIDRAINS_ONLY = ("kmeans_init", "decay", "threshold_ema_dead_code", "use_cosine_sim", "rotation_trick", "codebook_dim")

@@ -24,3 +24,17 @@ class Config:
             raise ValueError(f"unknown {cls.__name__} fields: {unknown}")
         kw = {k: tuple(v) if isinstance(v, list) and isinstance(known[k].default, tuple) else v for k, v in d.items()}
         return cls(**kw)
+
+
+def route_overrides(overrides: dict[str, Any], *targets: set[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Send each override to the first field-name set that holds its key; returns (one dict per set, unknown keys)."""
+    routed: list[dict[str, Any]] = [{} for _ in targets]
+    unknown = []
+    for key, value in overrides.items():
+        for names, out in zip(targets, routed):
+            if key in names:
+                out[key] = value
+                break
+        else:
+            unknown.append(key)
+    return routed, unknown

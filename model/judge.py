@@ -12,9 +12,7 @@ Dimension letters: N images, B batch, C colour channels (3), H/W image size, F f
 from __future__ import annotations
 
 import math
-import pickle
 import time
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +28,7 @@ from matplotlib.figure import Figure
 from model.config import Config
 from model.errors import UserError
 from model.galaxy10 import NUM_CLASSES
-from model.utils import atomic_save, pick_device, seed_everything, uint8_to_unit
+from model.utils import atomic_save, pick_device, read_checkpoint, seed_everything, uint8_to_unit
 
 
 @dataclass
@@ -280,15 +278,7 @@ def save_judge(path: str | Path, model: MorphologyCNN, history: Sequence[dict[st
 
 def load_judge(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[MorphologyCNN, dict[str, Any]]:
     """Rebuild the judge from its stored config and load the weights strictly; returns (model in eval mode, ckpt)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(path, "judge checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
-        raise UserError(path, f"not a readable checkpoint ({str(err).splitlines()[0][:120]})") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
-        raise UserError(path, "not a judge checkpoint (no 'model' / 'model_config')")
+    ckpt = read_checkpoint(path, "judge", map_location)
     model = MorphologyCNN(JudgeConfig.from_dict(ckpt["model_config"]))
     model.load_state_dict(ckpt["model"], strict=True)
     return model.to(map_location).eval(), ckpt

@@ -28,10 +28,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from model.config import Config
+from model.config import Config, route_overrides
 from model.errors import UserError
 from model.galaxy10 import NUM_CLASSES
-from model.utils import atomic_save
+from model.utils import atomic_save, read_checkpoint
 
 # --------------------------------------------------------------------------------------------------
 # Configuration
@@ -116,17 +116,12 @@ def prior_preset(
     """Model and training configs of a named preset; overrides go to whichever config has the field."""
     if name not in PRIOR_PRESETS:
         raise UserError("preset", f"unknown prior preset {name!r}; choose one of {sorted(PRIOR_PRESETS)}")
-    model_kw = dict(PRIOR_PRESETS[name]["model"])
-    train_kw = dict(PRIOR_PRESETS[name]["train"])
-    model_names = {f.name for f in fields(PriorConfig)} - {"vocab_size", "grid_h", "grid_w"}
-    train_names = {f.name for f in fields(PriorTrainConfig)}
-    for key, value in overrides.items():
-        if key in model_names:
-            model_kw[key] = value
-        elif key in train_names:
-            train_kw[key] = value
-        else:
-            raise UserError("preset", f"unknown prior setting {key!r}")
+    model_names = {f.name for f in fields(PriorConfig)} - {"vocab_size", "grid_h", "grid_w"}  # from the VQ-VAE
+    (model_over, train_over), unknown = route_overrides(overrides, model_names, {f.name for f in fields(PriorTrainConfig)})
+    if unknown:
+        raise UserError("preset", f"unknown prior setting {unknown[0]!r}")
+    model_kw = {**PRIOR_PRESETS[name]["model"], **model_over}
+    train_kw = {**PRIOR_PRESETS[name]["train"], **train_over}
     config = PriorConfig(vocab_size=vocab_size, grid_h=grid_h, grid_w=grid_w, **model_kw)
     return config, PriorTrainConfig(**train_kw)
 
@@ -466,15 +461,7 @@ def save_prior(path: str | Path, model: ConditionalPrior, **extra: Any) -> None:
 
 def load_prior(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[ConditionalPrior, dict]:
     """Rebuild the prior from a checkpoint's stored config and load its weights strictly (eval mode)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(path, "prior checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated, corrupt or not a torch file
-        raise UserError(path, f"cannot read prior checkpoint ({type(err).__name__})") from err
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
-        raise UserError(path, "not a prior checkpoint (needs 'model' and 'model_config')")
+    ckpt = read_checkpoint(path, "prior", map_location)
     model = ConditionalPrior(PriorConfig.from_dict(ckpt["model_config"]))
     model.load_state_dict(ckpt["model"], strict=True)
     model.eval()

@@ -6,12 +6,16 @@ Dimension letters: B batch, C channels (3), H/W image height/width.
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from model.errors import UserError
 
 
 def seed_everything(seed: int) -> None:
@@ -82,3 +86,17 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def read_checkpoint(path: str | Path, what: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """torch.load(weights_only=True) of a {'model', 'model_config', ...} checkpoint; bad files are a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(path, f"{what} checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        raise UserError(path, f"not a readable checkpoint ({str(err).splitlines()[0][:120] if str(err) else type(err).__name__})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
+        raise UserError(path, f"not a {what} checkpoint (no 'model' / 'model_config')")
+    return ckpt

@@ -16,8 +16,6 @@ size (``codebook_dim``; equals D unless a projection is configured).
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -29,9 +27,10 @@ from einops import rearrange
 from torch import nn
 from vector_quantize_pytorch import VectorQuantize
 
-from model.config import Config
+from model.config import Config, route_overrides
 from model.errors import UserError
 from model.utils import atomic_save, rng_state
+from model.utils import read_checkpoint as read_any_checkpoint
 
 if TYPE_CHECKING:
     from model.train_vqvae import TrainConfig
@@ -346,17 +345,13 @@ def preset(name: str, **overrides: Any) -> tuple[VQVAEConfig, TrainConfig]:
 
     if name not in PRESETS:
         raise UserError("preset", f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    model_kw = dict(PRESETS[name]["model"])
-    train_kw = dict(PRESETS[name]["train"])
-    model_fields = {f.name for f in fields(VQVAEConfig)}
-    train_fields = {f.name for f in fields(TrainConfig)}
-    for key, value in overrides.items():
-        if key in model_fields:
-            model_kw[key] = value
-        elif key in train_fields:
-            train_kw[key] = value
-        else:
-            raise ValueError(f"unknown setting {key!r} for preset {name!r}")
+    (model_over, train_over), unknown = route_overrides(
+        overrides, {f.name for f in fields(VQVAEConfig)}, {f.name for f in fields(TrainConfig)}
+    )
+    if unknown:
+        raise ValueError(f"unknown setting {unknown[0]!r} for preset {name!r}")
+    model_kw = {**PRESETS[name]["model"], **model_over}
+    train_kw = {**PRESETS[name]["train"], **train_over}
     if model_kw.get("quantizer") == "simple":  # drop the preset's lucidrains-only options, keep explicit ones
         model_kw = {k: v for k, v in model_kw.items() if k not in _LUCIDRAINS_ONLY or k in overrides}
     return VQVAEConfig(**model_kw), TrainConfig(**train_kw)
@@ -390,17 +385,8 @@ def save_checkpoint(
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """torch.load with weights_only=True; unreadable or foreign files are a UserError."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(path, "checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
-        raise UserError(path, f"not a readable checkpoint ({str(err).splitlines()[0][:120]})") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
-        raise UserError(path, "not a VQ-VAE checkpoint (no 'model' / 'model_config')")
-    return ckpt
+    """A VQ-VAE checkpoint, loaded with weights_only=True; unreadable or foreign files are a UserError."""
+    return read_any_checkpoint(path, "VQ-VAE", map_location)
 
 
 def load_vqvae(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[VQVAE, dict[str, Any]]:

@@ -71,3 +71,14 @@ def test_synth_and_synthetic_source(tmp_path):
     info = galaxy("data", "info", "p", cwd=tmp_path)
     assert "synthetic source synthetic-n20-s0" in info.stdout
     assert_one_line_error(galaxy("data", "synth", "--n", "5", "--out", "no/such/dir/s.h5", cwd=tmp_path), "no/such/dir")
+
+
+def test_astronn_source_without_the_extra_is_one_line(tmp_path):
+    try:
+        import astroNN  # noqa: F401
+    except Exception:
+        proc = galaxy("data", "prepare", "--source", "astronn", "--out", "p", cwd=tmp_path)
+        assert_one_line_error(proc, "astroNN is not usable here", "galaxy-vqvae[astronn]")
+        assert not (tmp_path / "p").exists()
+    else:
+        pytest.skip("astroNN is installed here")

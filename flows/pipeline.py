@@ -87,6 +87,7 @@ def galaxy(config: PipelineConfig = PipelineConfig()) -> dict:
         results["sweep"] = sweep_task(
             data_dir, config.sweep_trials, config.sweep_workers, config.sweep_storage,
             preset_name=config.vqvae_preset, epochs=config.vqvae_epochs, limit=config.limit, seed=config.seed,
+            overrides={"seed": config.seed, **config.vqvae_overrides},
         )
     publish_summary(results)
     return results

@@ -715,10 +715,13 @@ def summarise(study: optuna.Study, data: PreparedData, parent_run_id: str) -> Sw
 @task(name="sweep", cache_policy=NO_CACHE)
 def sweep_task(
     data_dir: str, trials: int, workers: int, storage: str | None = None, preset_name: str = "demo",
-    epochs: int | None = None, limit: int | None = None, seed: int = 0,
+    epochs: int | None = None, limit: int | None = None, seed: int = 0, overrides: dict | None = None,
 ) -> dict:
-    """Run an Optuna sweep (never cached: a sweep runs when asked); returns the SweepResult as a dict."""
-    result = run_sweep(data_dir, trials, workers, storage, preset_name, epochs, limit, seed)
+    """Run an Optuna sweep (never cached: a sweep runs when asked); returns the SweepResult as a dict.
+
+    ``overrides`` fix VQ-VAE settings for every trial; the searched sizes are derived around them.
+    """
+    result = run_sweep(data_dir, trials, workers, storage, preset_name, epochs, limit, seed, overrides=overrides)
     # run_id / metrics: the keys the pipeline summary reads
     return {**asdict(result), "run_id": result.parent_run_id, "metrics": {"best_val_mse": result.best_value}}
 

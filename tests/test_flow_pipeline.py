@@ -64,3 +64,14 @@ def test_full_flow_runs_every_stage(prefect_server, mlflow_store, tmp_path):
     again = galaxy(config.model_copy(update={"stages": ["data", "vqvae", "prior", "judge"]}))
     assert again["vqvae"] == results["vqvae"] and again["prior"] == results["prior"] and again["judge"] == results["judge"]
     assert counts() == before
+
+
+def test_sweep_stage_runs_through_the_flow(prefect_server, mlflow_store, tmp_path):
+    config = tiny_config(tmp_path, ["data", "sweep"]).model_copy(update={"sweep_trials": 2, "sweep_workers": 2})
+    results = galaxy(config)
+    sweep = results["sweep"]
+    assert set(results) == {"data", "sweep"}
+    assert sweep["counts"].get("COMPLETE", 0) + sweep["counts"].get("PRUNED", 0) == 2
+    parent = mlflow.get_run(sweep["parent_run_id"])
+    assert "best_val_mse" in parent.data.metrics
+    assert sweep["model_uri"] == "models:/galaxy-vqvae/1"

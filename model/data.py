@@ -211,14 +211,16 @@ def download(
 
 
 def astronn_file() -> Path:
-    """Make sure astroNN has the Galaxy10 file in its cache (its loader downloads it) and return its path."""
+    """The Galaxy10 file in astroNN's cache; when it is not there yet, astroNN's own loader downloads it."""
+    cached = find_galaxy10()
+    if cached is not None:  # already fetched (by astroNN or `galaxy data download`): no astroNN needed
+        return cached
     try:
         from astroNN.datasets import load_galaxy10  # type: ignore[import-not-found]
     except Exception as err:  # astroNN needs TensorFlow; any import failure means "not usable here"
         raise UserError("astronn", f"astroNN is not usable here ({_short(err)}); install galaxy-vqvae[astronn]") from None
+    load_galaxy10()  # downloads into the cache; the arrays it returns are dropped at once
     path = astronn_cache_dir() / FILE_NAME
-    if not path.exists():
-        load_galaxy10()  # downloads into the cache; the arrays it returns are dropped at once
     if not path.exists():
         raise UserError(path, "astroNN's loader did not leave the file in its cache")
     return path

@@ -242,12 +242,6 @@ def log_sampling_grids(run_id: str, sampler_uri: str, seed: int = 0) -> None:
         pbar.update()
 
 
-@task(name="tokenize", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
-def tokenize_task(vqvae_uri: str, data_dir: str) -> str:
-    """Tokenize a prepared folder with a registered VQ-VAE (cached on disk); returns the token folder."""
-    return str(tokenize_dataset(vqvae_uri, data_dir))
-
-
 @task(name="train-prior", persist_result=True, cache_key_fn=stage_cache_key)
 def train_prior_task(vqvae_uri: str, data_dir: str, preset_name: str = "demo", epochs: int | None = None, overrides: dict | None = None, limit: int | None = None) -> dict:
     """Train the prior and register the sampler (grids are a separate task); returns {run_id, model_uri, ...}."""

@@ -6,7 +6,6 @@ The default store is ``sqlite:///mlflow/mlflow.db`` (relative to the working fol
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import tempfile
@@ -191,15 +190,3 @@ def unwrap_pyfunc(uri: str, attr: str, kind: str):
     if not hasattr(wrapper, attr):
         raise UserError(uri, f"is not a {kind} model")
     return wrapper
-
-
-def set_alias(name: str, version: str | int, alias: str) -> None:
-    """Point ``models:/name@alias`` at a version."""
-    MlflowClient().set_registered_model_alias(name, alias, str(version))
-
-
-def figure_to_png(fig) -> bytes:
-    """A matplotlib figure as PNG bytes (for Prefect artifacts and tests)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return buf.getvalue()

@@ -180,3 +180,11 @@ def test_find_galaxy10_prefers_explicit_path(tmp_path, monkeypatch):
     make_galaxy10(cached)
     assert D.find_galaxy10() == cached
     assert D.find_galaxy10(tmp_path / "x.h5") == tmp_path / "x.h5"
+
+
+def test_astronn_source_uses_a_file_already_in_its_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cached = tmp_path / ".astroNN" / "datasets" / "Galaxy10_DECals.h5"
+    cached.parent.mkdir(parents=True)
+    make_galaxy10(cached)
+    assert D.astronn_file() == cached  # no astroNN import needed once the file is there

@@ -16,8 +16,10 @@ import time
 
 import torch
 
-from model.prior import ConditionalPrior, PriorConfig, prior_preset
-from model.prior_reference import reference_generate
+from reference_sampler import reference_generate  # the sibling file: benchmarks run as scripts
+from model.config import from_preset
+from model.prior import PRESETS, ConditionalPrior, PriorConfig
+from model.sampling import generate
 from model.train_prior import configure_optimizer, next_token_loss
 
 K, GRID, N_IMAGES, CFG = 1024, 16, 16, 3.0
@@ -43,10 +45,10 @@ def labels_for(n: int, device: torch.device) -> torch.Tensor:
 def sampler_times(model: ConditionalPrior, n: int, n_ref: int, device: torch.device) -> dict[str, float]:
     """Cached sampler on n images and on n_ref; the reference loop on n_ref images (cfg 3, default sampling)."""
     gen = lambda: torch.Generator(device=device).manual_seed(0)  # noqa: E731
-    model.generate(2, labels_for(2, device), cfg_scale=CFG, generator=gen())  # warm-up
-    t_cached, _ = timed(lambda: model.generate(n, labels_for(n, device), cfg_scale=CFG, generator=gen()), device)
+    generate(model, 2, labels_for(2, device), cfg_scale=CFG, generator=gen())  # warm-up
+    t_cached, _ = timed(lambda: generate(model, n, labels_for(n, device), cfg_scale=CFG, generator=gen()), device)
     t_cached_small, a = timed(
-        lambda: model.generate(n_ref, labels_for(n_ref, device), cfg_scale=CFG, generator=gen()), device
+        lambda: generate(model, n_ref, labels_for(n_ref, device), cfg_scale=CFG, generator=gen()), device
     )
     t_ref, b = timed(
         lambda: reference_generate(model, n_ref, labels_for(n_ref, device), cfg_scale=CFG, generator=gen()), device
@@ -62,10 +64,10 @@ def sampler_times(model: ConditionalPrior, n: int, n_ref: int, device: torch.dev
 
 def train_throughput(preset: str, vocab: int, batch: int, steps: int) -> float:
     """Tokens/s of prior training steps (forward, backward, AdamW) for a preset's architecture on CPU."""
-    config, train_config = prior_preset(preset, vocab_size=vocab, grid_h=GRID, grid_w=GRID)
+    config = from_preset(PRESETS, preset, vocab_size=vocab, grid_h=GRID, grid_w=GRID)
     torch.manual_seed(0)
     model = ConditionalPrior(config).train()
-    optimizer = configure_optimizer(model, train_config)
+    optimizer = configure_optimizer(model, config)
     x = torch.randint(0, vocab, (batch, config.seq_len))
     y = torch.randint(0, config.num_classes, (batch,))
 

@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from model.config import from_preset
 from model.train_vqvae import train_vqvae
 from model.utils import pick_device, seed_everything
-from model.vqvae import VQVAE, preset
+from model.vqvae import PRESETS, VQVAE
 
 GALAXY10_IMAGES = 17_736
 
@@ -74,7 +75,7 @@ def bench_data(n_train: int, n_val: int) -> tuple[np.ndarray, np.ndarray, str]:
 
 def naive_images_per_s(images: np.ndarray, batch_size: int, device: torch.device, steps: int) -> float:
     """The usual loop: float32 TensorDataset, DataLoader, contiguous fp32 model; one warm-up step."""
-    mc, _ = preset("article", image_size=images.shape[1])
+    mc = from_preset(PRESETS, "article", image_size=images.shape[1])
     seed_everything(0)
     model = VQVAE(mc).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
@@ -103,8 +104,10 @@ def naive_images_per_s(images: np.ndarray, batch_size: int, device: torch.device
 
 def ours_images_per_s(images: np.ndarray, batch_size: int, device: torch.device, **train_kw) -> float:
     """train_vqvae for 2 epochs; the second epoch's training images/s (the first is the warm-up)."""
-    mc, tc = preset("article", image_size=images.shape[1], epochs=2, batch_size=batch_size, device=str(device), **train_kw)
-    result = train_vqvae(mc, tc, images, images[:batch_size])
+    config = from_preset(
+        PRESETS, "article", image_size=images.shape[1], epochs=2, batch_size=batch_size, device=str(device), **train_kw
+    )
+    result = train_vqvae(config, images, images[:batch_size])
     return result.history[-1]["images_per_s"]
 
 
@@ -137,8 +140,8 @@ def codebook_health(device: torch.device) -> tuple[dict[str, dict[str, float]], 
     }
     results = {}
     for name, kw in variants.items():
-        mc, tc = preset("demo", image_size=train.shape[1], epochs=epochs, device=str(device), **kw)
-        m = train_vqvae(mc, tc, train, val).metrics
+        mc = from_preset(PRESETS, "demo", image_size=train.shape[1], epochs=epochs, device=str(device), **kw)
+        m = train_vqvae(mc, train, val).metrics
         results[name] = {k: m[k] for k in ("val_utilisation", "val_perplexity", "val_psnr", "val_mse", "images_per_s")}
         results[name]["K"] = mc.codebook_size
         print(f"(b) {name:13s} {mc.quantizer} kmeans_init={mc.kmeans_init} dead<{mc.threshold_ema_dead_code} "

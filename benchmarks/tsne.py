@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 
 import resource  # noqa: E402
 
-from model.atlas import TSNE_BACKEND, embed_tsne, knn_accuracy, reduce_features  # noqa: E402
+from model.embedding import TSNE_BACKEND, embed_tsne, knn_accuracy, reduce_features  # noqa: E402
 
 N_SMALL, N_FULL, DIMS, CLASSES = 6000, 17_736, 50, 10
 LATENT = 16 * 16 * 256  # quantized-latent features per image at the article's settings (grid 16x16, D = 256)

@@ -1,39 +1,15 @@
-"""`galaxy train judge` and `galaxy evaluate`: the morphology judge and the evaluation of a sampler (SPEC E1).
-
-cli/main.py registers these functions at its end:
-
-    from cli.evaluate import evaluate_cmd, train_judge_cmd  # noqa: E402
-    train_app.command("judge")(train_judge_cmd)
-    app.command("evaluate")(evaluate_cmd)
-
-cli.main's ``user_errors`` is looked up when a command runs, not at import, so either module can be
-imported first without a circular import.
-"""
+"""`galaxy evaluate`: judge a sampler's samples against real images (SPEC E1)."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
 
+from cli.common import user_errors
 from model.errors import UserError
-
-SAMPLER_URI = "models:/galaxy-sampler@champion"
-JUDGE_URI = "models:/galaxy-judge@champion"
-
-
-def user_errors(fn: Callable) -> Callable:
-    """cli.main.user_errors (UserError -> one line on stderr, exit 2), resolved at call time."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from cli.main import user_errors as handle
-
-        return handle(fn)(*args, **kwargs)
-
-    return wrapper
+from tasks.evaluate import JUDGE_URI, SAMPLER_URI
 
 
 def _parse_cfg(text: str) -> list[float]:
@@ -45,24 +21,6 @@ def _parse_cfg(text: str) -> list[float]:
     if not values or any(not 0 <= v <= 100 for v in values):
         raise UserError("--cfg", f"{text!r}: give one or more values in 0-100")
     return values
-
-
-@user_errors
-def train_judge_cmd(
-    data: Path = typer.Option(..., "--data", help="Prepared dataset folder."),
-    preset: str = typer.Option("demo", "--preset", help="demo (CPU, minutes) or article (GPU)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override the preset's epochs."),
-    settings: Optional[list[str]] = typer.Option(None, "--set", help="Override any judge config field: --set widths=[16,32,64]."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=16, help="Use only the first N training images."),
-) -> None:
-    """Train the morphology judge on the training split and register it as galaxy-judge."""
-    from cli.main import parse_settings
-    from tasks.judge import train_judge_run
-
-    ref = train_judge_run(data, preset, epochs=epochs, overrides=parse_settings(settings), limit=limit)
-    m = ref.metrics
-    typer.echo(f"run {ref.run_id}: test accuracy {m['test_accuracy']:.3f} (train {m['train_accuracy']:.3f}, best val {m['best_val_acc']:.3f})")
-    typer.echo(f"model {ref.model_uri} (newest: models:/galaxy-judge/latest, best: {JUDGE_URI})")
 
 
 @user_errors
@@ -81,7 +39,7 @@ def evaluate_cmd(
     cfg_values = _parse_cfg(cfg)
     if not data.is_dir():
         raise UserError(data, "no such prepared dataset folder (run `galaxy data prepare` first)")
-    from tasks.judge import evaluate_run
+    from tasks.evaluate import evaluate_run
 
     result = evaluate_run(model, data, judge_uri=judge, cfg_values=cfg_values, per_class=per_class, limit=limit, seed=seed)
     typer.echo(f"run {result['run_id']} (experiment galaxy-evaluate): figures under evaluate/")

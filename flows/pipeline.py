@@ -51,7 +51,11 @@ def needs(config: PipelineConfig, *stages: str) -> bool:
 def galaxy(config: PipelineConfig = PipelineConfig()) -> dict:
     """Run the selected stages in order and publish a summary table linking every MLflow run."""
     from tasks.atlas import atlas_task
-    from tasks.prior import sampling_grids_task, train_prior_task
+    from tasks.evaluate import evaluate_task
+    from tasks.judge import train_judge_task
+    from tasks.prior import train_prior_task
+    from tasks.samples import sampling_grids_task
+    from tasks.sweep import sweep_task
     from tasks.vqvae import train_vqvae_task
 
     log = get_run_logger()
@@ -73,17 +77,11 @@ def galaxy(config: PipelineConfig = PipelineConfig()) -> dict:
         sampling_grids_task(results["prior"]["run_id"], results["prior"]["model_uri"], seed=config.seed)
         results["samples"] = {"run_id": results["prior"]["run_id"], "metrics": {}, "note": "grids under samples/"}
     if needs(config, "judge", "evaluate"):
-        from tasks.judge import train_judge_task
-
         overrides = {"seed": config.seed, **config.judge_overrides}
         results["judge"] = train_judge_task(data_dir, config.judge_preset, config.judge_epochs, overrides, config.limit)
     if needs(config, "evaluate"):
-        from tasks.judge import evaluate_task
-
         results["evaluate"] = evaluate_task(results["prior"]["model_uri"], data_dir, results["judge"]["model_uri"], limit=config.limit, seed=config.seed)
     if needs(config, "sweep"):
-        from tasks.sweep import sweep_task
-
         results["sweep"] = sweep_task(
             data_dir, config.sweep_trials, config.sweep_workers, config.sweep_storage,
             preset_name=config.vqvae_preset, epochs=config.vqvae_epochs, limit=config.limit, seed=config.seed,

@@ -1,11 +1,20 @@
-"""Numbers shared by training, the atlas and evaluation: codebook usage, perplexity, PSNR, entropy."""
+"""Numbers shared by training, the atlas and evaluation.
+
+Codebook usage, perplexity, PSNR and entropy; classification reports (balanced accuracy), class-conditional
+accuracy; Fréchet distances between feature sets, with classes weighing equally.
+
+Dimension letters: N images, K classes (or codebook entries), F feature size.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+import warnings
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
+import scipy.linalg
 import torch
 
 
@@ -53,3 +62,125 @@ def psnr(mse: float, data_range: float = 2.0) -> float:
     if mse <= 0:
         return float("inf")
     return 10.0 * math.log10(data_range**2 / mse)
+
+
+# --------------------------------------------------------------------------------------------------
+# classification
+
+
+def classification_report(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[str, Any]:
+    """Accuracy, per-class precision and recall (0 where undefined), support and confusion (rows true, cols predicted)."""
+    y_true, y_pred = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        if y.size and (y.min() < 0 or y.max() >= num_classes):
+            raise ValueError(f"{name} outside [0, {num_classes})")
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)  # (K true, K predicted)
+    np.add.at(confusion, (y_true, y_pred), 1)
+    hits = np.diag(confusion).astype(np.float64)
+    predicted, support = confusion.sum(axis=0), confusion.sum(axis=1)
+    return {
+        "accuracy": float(hits.sum() / max(confusion.sum(), 1)),
+        "precision": np.divide(hits, predicted, out=np.zeros(num_classes), where=predicted > 0),
+        "recall": np.divide(hits, support, out=np.zeros(num_classes), where=support > 0),
+        "support": support,
+        "confusion": confusion,
+    }
+
+
+def conditional_accuracy(probs: np.ndarray, target_labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, float]:
+    """Fraction of samples the judge assigns to the class they were generated for: per class (K,), NaN without samples, and overall."""
+    target_labels = np.asarray(target_labels)
+    hit = np.asarray(probs).argmax(axis=1) == target_labels  # (N,)
+    per_class = np.array([hit[target_labels == c].mean() if (target_labels == c).any() else np.nan for c in range(num_classes)])
+    return per_class, float(hit.mean()) if hit.size else float("nan")
+
+
+def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (F,) and covariance (F, F) of (N, F) features, float64."""
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or len(features) < 2:
+        raise ValueError(f"need (N >= 2, F) features, got {features.shape}")
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), the Fréchet distance of two Gaussians (as in FID)."""
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise ValueError(f"mismatched statistics: {mu1.shape} vs {mu2.shape}, {sigma1.shape} vs {sigma2.shape}")
+    diff = mu1 - mu2
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():  # near-singular product: offset both covariances
+        offset = np.eye(len(sigma1)) * eps
+        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"imaginary component {np.abs(covmean.imag).max():.3g} in the covariance square root")
+        covmean = covmean.real
+    value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean)
+    return float(max(value, 0.0))
+
+
+def frechet_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
+    """Fréchet distance between the Gaussians fitted to two (N, F) feature sets."""
+    return frechet_distance(*feature_stats(features1), *feature_stats(features2))
+
+
+# --------------------------------------------------------------------------------------------------
+# Fréchet distances with few images per class
+
+
+def balanced_stats(features: np.ndarray, labels: np.ndarray, classes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (F,) and covariance (F, F) of the (N, F) features of ``classes``, each class weighing equally."""
+    labels = np.asarray(labels)
+    keep = np.isin(labels, list(classes))
+    features, labels = np.asarray(features, dtype=np.float64)[keep], labels[keep]
+    if len(features) < 2:
+        raise ValueError(f"need at least 2 images, got {len(features)}")
+    counts = {c: int((labels == c).sum()) for c in classes}
+    weights = np.array([1.0 / counts[c] for c in labels])  # (N,)
+    return np.average(features, axis=0, weights=weights), np.cov(features, rowvar=False, aweights=weights)
+
+
+def balanced_frechet(f1: np.ndarray, y1: np.ndarray, f2: np.ndarray, y2: np.ndarray) -> float:
+    """FD between two labelled feature sets over the classes both hold, every class weighing equally."""
+    common = sorted(set(np.asarray(y1).tolist()) & set(np.asarray(y2).tolist()))
+    if not common:
+        return float("nan")
+    with warnings.catch_warnings():  # few images per class: singular covariances are expected (and offset)
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        return frechet_distance(*balanced_stats(f1, y1, common), *balanced_stats(f2, y2, common))
+
+
+def per_class_frechet(
+    f1: np.ndarray,
+    y1: np.ndarray,
+    f2: np.ndarray,
+    y2: np.ndarray,
+    class_names: Sequence[str],
+    what: str,
+    notes: list[str],
+) -> np.ndarray:
+    """FD per class (K,); NaN (and a line in ``notes``) where a set holds fewer than 2 images of the class."""
+    num_classes = len(class_names)
+    out = np.full(num_classes, np.nan)
+    skipped = []
+    for c in range(num_classes):
+        a, b = f1[np.asarray(y1) == c], f2[np.asarray(y2) == c]
+        if len(a) < 2 or len(b) < 2:
+            skipped.append(f"class {c} {class_names[c]} ({len(a)} vs {len(b)} images)")
+            continue
+        with warnings.catch_warnings():  # fewer images than features: singular covariances are expected
+            warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+            out[c] = frechet_from_features(a, b)
+    if skipped:
+        notes.append(f"{what}: per-class FD skipped (it needs 2 or more images on each side) for {'; '.join(skipped)}")
+    return out
+
+
+def balanced_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Sorted row numbers of up to ``per_class`` randomly chosen images of each class (seeded)."""
+    rng = np.random.default_rng(seed)
+    rows = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
+    return np.sort(np.concatenate(rows)) if rows else np.zeros(0, np.int64)

@@ -1,4 +1,4 @@
-"""Class-conditional autoregressive transformer prior over VQ-VAE code indices, and its cached sampler.
+"""Class-conditional autoregressive transformer prior over VQ-VAE code indices (the network; sampling: model.sampling).
 
 The prior reads a flattened latent grid of code indices (row-major) and predicts each index from the
 ones before it, conditioned on a galaxy class or on a learned null class (classifier-free guidance).
@@ -18,20 +18,17 @@ H heads, E head width (D / H).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from model.config import Config, route_overrides
+from model.config import Config
 from model.errors import UserError
 from model.galaxy10 import NUM_CLASSES
-from model.utils import atomic_save, read_checkpoint
 
 # --------------------------------------------------------------------------------------------------
 # Configuration
@@ -39,27 +36,45 @@ from model.utils import atomic_save, read_checkpoint
 
 @dataclass
 class PriorConfig(Config):
-    """Architecture of the conditional prior; vocab and grid come from the VQ-VAE's stored config."""
+    """Architecture and training of the conditional prior; vocab and grid are read from the VQ-VAE's config."""
 
-    vocab_size: int  # K: codebook size of the VQ-VAE whose indices are modelled (read, never typed)
-    grid_h: int  # latent grid height (image_size // 8 for the article's VQ-VAE)
-    grid_w: int  # latent grid width
+    TRAINING: ClassVar[tuple[str, ...]] = (
+        "epochs", "batch_size", "lr", "min_lr_ratio", "weight_decay", "warmup", "grad_clip", "seed", "device",
+        "bf16", "eval_batch_size", "log_every",
+    )
+
+    vocab_size: int = 1024  # K: codebook size of the VQ-VAE whose indices are modelled (set from it, never typed)
+    grid_h: int = 16  # latent grid height (the VQ-VAE's grid)
+    grid_w: int = 16  # latent grid width
     num_classes: int = NUM_CLASSES  # real classes; the id num_classes is the null class
     dim: int = 256  # D: transformer width (independent of the codebook vector size)
     heads: int = 8  # H: attention heads; must divide dim
     layers: int = 6  # number of pre-norm transformer blocks
     dropout: float = 0.1  # dropout on attention weights, residual branches and embeddings
     class_dropout: float = 0.1  # training-time probability of replacing a label by the null class
+    # training
+    epochs: int = 30  # passes over the training sequences
+    batch_size: int = 64  # sequences per optimiser step
+    lr: float = 3e-4  # peak AdamW learning rate
+    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
+    weight_decay: float = 0.05  # AdamW decay on matrices and embeddings only
+    warmup: int = 200  # linear warm-up steps
+    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
+    seed: int = 0  # seeds init, shuffling, dropout and class dropout
+    device: str | None = None  # None: model.utils.pick_device()
+    bf16: bool = True  # bf16 autocast, used on CUDA only
+    eval_batch_size: int = 128  # sequences per validation forward
+    log_every: int = 50  # log step_loss every this many steps (0: per epoch only)
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "grid_h", "grid_w", "num_classes", "dim", "heads", "layers"):
+        for name in ("vocab_size", "grid_h", "grid_w", "num_classes", "dim", "heads", "layers", "epochs", "batch_size"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"PriorConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise UserError("PriorConfig", f"{name} must be >= 1, got {getattr(self, name)}")
         if self.dim % self.heads:
-            raise ValueError(f"PriorConfig.heads ({self.heads}) must divide dim ({self.dim})")
+            raise UserError("PriorConfig", f"heads ({self.heads}) must divide dim ({self.dim})")
         for name in ("dropout", "class_dropout"):
             if not 0.0 <= float(getattr(self, name)) < 1.0:
-                raise ValueError(f"PriorConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+                raise UserError("PriorConfig", f"{name} must be in [0, 1), got {getattr(self, name)}")
 
     @property
     def seq_len(self) -> int:
@@ -77,131 +92,19 @@ class PriorConfig(Config):
         return self.num_classes
 
 
-@dataclass
-class PriorTrainConfig(Config):
-    """How the prior is trained (see model.train_prior.train_prior)."""
-
-    epochs: int = 30  # passes over the training sequences
-    batch_size: int = 64  # sequences per optimiser step
-    lr: float = 3e-4  # peak AdamW learning rate
-    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
-    weight_decay: float = 0.05  # AdamW decay on matrices and embeddings only
-    warmup: int = 200  # linear warm-up steps
-    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
-    seed: int = 0  # seeds init, shuffling, dropout and class dropout
-    device: str | None = None  # None: model.utils.pick_device()
-    bf16: bool = True  # bf16 autocast, used on CUDA only
-    eval_batch_size: int = 128  # sequences per validation forward
-    log_every: int = 50  # log step_loss every this many steps (0: per epoch only)
-
-
-#: Named presets: architecture ("model") and training ("train") settings. vocab/grid come from the VQ-VAE.
-PRIOR_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+#: Named presets (model.config.from_preset); vocab_size, grid_h and grid_w are set from the VQ-VAE.
+PRESETS: dict[str, PriorConfig] = {
     # The article's prior: 6 pre-norm GELU layers, width 256, 8 heads, dropout and class dropout 0.1.
-    "article": {
-        "model": dict(dim=256, heads=8, layers=6, dropout=0.1, class_dropout=0.1),
-        "train": dict(epochs=30, batch_size=64, lr=3e-4, warmup=500, weight_decay=0.05),
-    },
+    "article": PriorConfig(
+        dim=256, heads=8, layers=6, dropout=0.1, class_dropout=0.1,
+        epochs=30, batch_size=64, lr=3e-4, warmup=500, weight_decay=0.05,
+    ),
     # Small enough to train in a couple of minutes on 2 CPU cores on ~3k sequences of 256 tokens.
-    "demo": {
-        "model": dict(dim=64, heads=4, layers=3, dropout=0.0, class_dropout=0.1),
-        "train": dict(epochs=8, batch_size=32, lr=2e-3, warmup=30, weight_decay=0.01, log_every=20),
-    },
+    "demo": PriorConfig(
+        dim=64, heads=4, layers=3, dropout=0.0, class_dropout=0.1,
+        epochs=8, batch_size=32, lr=2e-3, warmup=30, weight_decay=0.01, log_every=20,
+    ),
 }
-
-
-def prior_preset(
-    name: str, vocab_size: int, grid_h: int, grid_w: int, **overrides: Any
-) -> tuple[PriorConfig, PriorTrainConfig]:
-    """Model and training configs of a named preset; overrides go to whichever config has the field."""
-    if name not in PRIOR_PRESETS:
-        raise UserError("preset", f"unknown prior preset {name!r}; choose one of {sorted(PRIOR_PRESETS)}")
-    model_names = {f.name for f in fields(PriorConfig)} - {"vocab_size", "grid_h", "grid_w"}  # from the VQ-VAE
-    (model_over, train_over), unknown = route_overrides(overrides, model_names, {f.name for f in fields(PriorTrainConfig)})
-    if unknown:
-        raise UserError("preset", f"unknown prior setting {unknown[0]!r}")
-    model_kw = {**PRIOR_PRESETS[name]["model"], **model_over}
-    train_kw = {**PRIOR_PRESETS[name]["train"], **train_over}
-    config = PriorConfig(vocab_size=vocab_size, grid_h=grid_h, grid_w=grid_w, **model_kw)
-    return config, PriorTrainConfig(**train_kw)
-
-
-# --------------------------------------------------------------------------------------------------
-# Sampling filters
-
-
-def top_k_filter(logits: torch.Tensor, top_k: int) -> torch.Tensor:
-    """Keep the top_k largest logits per row (ties at the k-th kept), set the rest to -inf; 0 disables."""
-    if top_k <= 0 or top_k >= logits.size(-1):
-        return logits
-    kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # (..., 1)
-    return logits.masked_fill(logits < kth, float("-inf"))
-
-
-def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Keep the smallest set of most likely tokens whose probability mass reaches top_p; 1 disables."""
-    if top_p >= 1.0:
-        return logits
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (..., K)
-    probs = F.softmax(sorted_logits, dim=-1)
-    mass_before = probs.cumsum(dim=-1) - probs  # mass of strictly more likely tokens
-    drop_sorted = mass_before >= top_p  # the most likely token always has mass_before 0: kept
-    drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
-    return logits.masked_fill(drop, float("-inf"))
-
-
-def sampling_dtype_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Logits in float32 at least (bf16/fp16 are promoted; float64 kept) before guidance and sampling."""
-    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
-
-
-def guided_logits(cond: torch.Tensor, uncond: torch.Tensor, cfg_scale: float) -> torch.Tensor:
-    """Classifier-free guidance: uncond + cfg_scale * (cond - uncond)."""
-    return uncond + cfg_scale * (cond - uncond)
-
-
-def sample_next(
-    logits: torch.Tensor,
-    *,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """(N, K) logits -> (N, 1) sampled ids: temperature, top-k, top-p, softmax, one multinomial draw."""
-    logits = top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
-    probs = F.softmax(logits, dim=-1)  # (N, K)
-    return torch.multinomial(probs, 1, generator=generator)  # (N, 1)
-
-
-def check_sampling_args(
-    n: int,
-    num_classes: int,
-    labels: torch.Tensor | None,
-    cfg_scale: float,
-    temperature: float,
-    top_k: int,
-    top_p: float,
-) -> None:
-    """Raise ValueError naming the first bad sampling argument."""
-    if int(n) < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if int(top_k) < 0:
-        raise ValueError(f"top_k must be >= 0 (0 disables), got {top_k}")
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1] (1 disables), got {top_p}")
-    if not (cfg_scale >= 0 and math.isfinite(cfg_scale)):
-        raise ValueError(f"cfg_scale must be a finite number >= 0, got {cfg_scale}")
-    if labels is not None:
-        if labels.shape != (n,):
-            raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > num_classes):
-            raise ValueError(
-                f"labels must be in [0, {num_classes - 1}] (or {num_classes} for the null class), "
-                f"got values in [{int(labels.min())}, {int(labels.max())}]"
-            )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -304,6 +207,9 @@ class Block(nn.Module):
 class ConditionalPrior(nn.Module):
     """Class-conditional GPT over code indices with a null class for classifier-free guidance."""
 
+    KIND = "prior"  # checkpoint kind (model.checkpoint)
+    CONFIG = PriorConfig
+
     def __init__(self, config: PriorConfig) -> None:
         super().__init__()
         self.config = config
@@ -354,10 +260,6 @@ class ConditionalPrior(nn.Module):
         """Parameter count (the tied head counted once)."""
         return sum(p.numel() for p in self.parameters())
 
-    def tokens_to_grid(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(N, T) tokens -> (N, grid_h, grid_w) indices (row-major flattening undone)."""
-        return rearrange(tokens, "n (h w) -> n h w", h=self.config.grid_h, w=self.config.grid_w)
-
     def class_embedding(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
         """(B,) labels (num_classes = null) or None (all null) -> (B, 1, D); class dropout in train mode."""
         device = self.class_emb.weight.device
@@ -372,7 +274,7 @@ class ConditionalPrior(nn.Module):
         cond = self.class_emb(labels.masked_fill(null, 0))  # (B, D); out-of-range ids still raise
         return torch.where(null[:, None, None], self.null_class_emb, cond[:, None, :])  # (B, 1, D)
 
-    def _hidden(self, x: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
+    def hidden(self, x: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
         """Input embeddings x (B, S, D) at positions start.. -> final-normed hidden states (B, S, D)."""
         S = x.size(1)
         pos = torch.arange(start, start + S, device=x.device)  # (S,)
@@ -389,80 +291,5 @@ class ConditionalPrior(nn.Module):
         cls = self.class_embedding(labels, B)  # (B, 1, D)
         sos = self.sos_token.expand(B, 1, -1)  # (B, 1, D)
         tok = self.token_emb(tokens[:, :-1])  # (B, T' - 1, D): the last token is never an input
-        h = self._hidden(torch.cat([cls, sos, tok], dim=1))  # (B, T' + 1, D)
+        h = self.hidden(torch.cat([cls, sos, tok], dim=1))  # (B, T' + 1, D)
         return self.head(h[:, 1:])  # (B, T', K): class position skipped
-
-    @torch.no_grad()
-    def generate(
-        self,
-        n: int,
-        labels: torch.Tensor | Sequence[int] | None = None,
-        *,
-        cfg_scale: float = 1.0,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        generator: torch.Generator | None = None,
-        progress: Callable[[int], None] | None = None,
-    ) -> torch.Tensor:
-        """Sample n token sequences -> (n, T) long; labels (n,) or None (unconditional).
-
-        Guided (labels given, cfg_scale != 1): the conditional and unconditional rows run as one
-        batch of 2n and logits = uncond + cfg_scale * (cond - uncond). Each step feeds only the newest
-        token through the layers, reading earlier keys/values from a cache. Runs in eval mode (the
-        previous mode is restored). ``progress(i)`` is called with the number of tokens made so far.
-        """
-        device = self.token_emb.weight.device
-        if labels is not None:
-            labels = torch.as_tensor(labels, dtype=torch.long, device=device)
-        check_sampling_args(n, self.num_classes, labels, cfg_scale, temperature, top_k, top_p)
-        guided = labels is not None and cfg_scale != 1.0
-        null = torch.full((n,), self.null_label, dtype=torch.long, device=device)
-        if labels is None:
-            batch_labels = null
-        elif guided:
-            batch_labels = torch.cat([labels, null])  # (2n,): conditional rows first
-        else:
-            batch_labels = labels
-        B = batch_labels.size(0)
-
-        was_training = self.training
-        self.eval()
-        try:
-            cache = KVCache(self.config.layers, self.config.max_len)
-            start = torch.cat([self.class_embedding(batch_labels, B), self.sos_token.expand(B, 1, -1)], dim=1)
-            h = self._hidden(start, 0, cache)[:, -1]  # (B, D) at SOS
-            tokens = torch.empty(n, self.seq_len, dtype=torch.long, device=device)
-            for i in range(self.seq_len):
-                logits = sampling_dtype_logits(self.head(h))  # (B, K)
-                if guided:
-                    cond, uncond = logits.chunk(2)  # (n, K) each
-                    logits = guided_logits(cond, uncond, cfg_scale)
-                nxt = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-                tokens[:, i] = nxt[:, 0]
-                if progress is not None:
-                    progress(i + 1)
-                if i + 1 < self.seq_len:
-                    inp = nxt.repeat(2, 1) if guided else nxt  # (B, 1)
-                    h = self._hidden(self.token_emb(inp), 2 + i, cache)[:, -1]  # (B, D)
-        finally:
-            self.train(was_training)
-        return tokens
-
-
-# --------------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def save_prior(path: str | Path, model: ConditionalPrior, **extra: Any) -> None:
-    """Write {'model', 'model_config', **extra} atomically (temp name, then os.replace)."""
-    atomic_save({"model": model.state_dict(), "model_config": model.config.to_dict(), **extra}, path)
-
-
-def load_prior(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[ConditionalPrior, dict]:
-    """Rebuild the prior from a checkpoint's stored config and load its weights strictly (eval mode)."""
-    ckpt = read_checkpoint(path, "prior", map_location)
-    model = ConditionalPrior(PriorConfig.from_dict(ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"], strict=True)
-    model.eval()
-    return model, ckpt

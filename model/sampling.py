@@ -1,20 +1,171 @@
-"""Generate galaxies: prior tokens -> VQ-VAE latents -> images, for any mix of class labels.
+"""Generate galaxies (LlamaGen's generate.py): filters, guidance, cached generation, decoding to images.
 
-Dimension letters: N images, T tokens (= h * w), h/w latent grid, D embedding dim, S image side.
+``generate`` samples token sequences from a ``ConditionalPrior`` with a key/value cache (one token of work
+per step) and the conditional and unconditional halves of classifier-free guidance in one batch;
+``sample`` does it for any mix of class labels and unconditional rows and decodes the tokens with the
+VQ-VAE into images, quantized latents and index grids.
+
+Dimension letters: N images, B batch rows, T tokens (= h * w), K vocabulary, h/w latent grid,
+D embedding dim, S image side.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+import math
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from model.prior import ConditionalPrior
-from model.utils import unit_to_uint8
-from model.vqvae import VQVAE, evaluating
+from model.errors import UserError
+from model.prior import ConditionalPrior, KVCache
+from model.utils import evaluating, module_device, unit_to_uint8
+from model.vqvae import VQVAE
 
 UNCONDITIONAL = -1  # a label meaning "no class" (the prior's null class)
+
+
+# --------------------------------------------------------------------------------------------------
+# filters and guidance
+
+
+def top_k_filter(logits: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Keep the top_k largest logits per row (ties at the k-th kept), set the rest to -inf; 0 disables."""
+    if top_k <= 0 or top_k >= logits.size(-1):
+        return logits
+    kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # (..., 1)
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose probability mass reaches top_p; 1 disables."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (..., K)
+    probs = F.softmax(sorted_logits, dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs  # mass of strictly more likely tokens
+    drop_sorted = mass_before >= top_p  # the most likely token always has mass_before 0: kept
+    drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def sampling_dtype_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Logits in float32 at least (bf16/fp16 are promoted; float64 kept) before guidance and sampling."""
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+
+
+def guided_logits(cond: torch.Tensor, uncond: torch.Tensor, cfg_scale: float) -> torch.Tensor:
+    """Classifier-free guidance: uncond + cfg_scale * (cond - uncond)."""
+    return uncond + cfg_scale * (cond - uncond)
+
+
+def sample_next(
+    logits: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """(N, K) logits -> (N, 1) sampled ids: temperature, top-k, top-p, softmax, one multinomial draw."""
+    logits = top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
+    probs = F.softmax(logits, dim=-1)  # (N, K)
+    return torch.multinomial(probs, 1, generator=generator)  # (N, 1)
+
+
+def check_sampling_args(
+    n: int,
+    num_classes: int,
+    labels: torch.Tensor | None,
+    cfg_scale: float,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+) -> None:
+    """Raise a UserError naming the first bad sampling argument."""
+    if int(n) < 1:
+        raise UserError("sampling", f"n must be >= 1, got {n}")
+    if not temperature > 0:
+        raise UserError("sampling", f"temperature must be > 0, got {temperature}")
+    if int(top_k) < 0:
+        raise UserError("sampling", f"top_k must be >= 0 (0 disables), got {top_k}")
+    if not 0.0 < top_p <= 1.0:
+        raise UserError("sampling", f"top_p must be in (0, 1] (1 disables), got {top_p}")
+    if not (cfg_scale >= 0 and math.isfinite(cfg_scale)):
+        raise UserError("sampling", f"cfg_scale must be a finite number >= 0, got {cfg_scale}")
+    if labels is not None:
+        if labels.shape != (n,):
+            raise UserError("sampling", f"labels must have shape ({n},), got {tuple(labels.shape)}")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > num_classes):
+            raise UserError(
+                "sampling",
+                f"labels must be in [0, {num_classes - 1}] (or {num_classes} for the null class), "
+                f"got values in [{int(labels.min())}, {int(labels.max())}]"
+            )
+
+
+# --------------------------------------------------------------------------------------------------
+# cached generation
+
+
+@torch.no_grad()
+def generate(
+    prior: ConditionalPrior,
+    n: int,
+    labels: torch.Tensor | Sequence[int] | None = None,
+    *,
+    cfg_scale: float = 1.0,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Sample n token sequences from the prior -> (n, T) long; labels (n,) or None (unconditional).
+
+    Guided (labels given, cfg_scale != 1): the conditional and unconditional rows run as one
+    batch of 2n and logits = uncond + cfg_scale * (cond - uncond). Each step feeds only the newest
+    token through the layers, reading earlier keys/values from a cache. Runs in eval mode (the
+    previous modes are restored). ``progress(i)`` is called with the number of tokens made so far.
+    """
+    device = prior.token_emb.weight.device
+    if labels is not None:
+        labels = torch.as_tensor(labels, dtype=torch.long, device=device)
+    check_sampling_args(n, prior.num_classes, labels, cfg_scale, temperature, top_k, top_p)
+    guided = labels is not None and cfg_scale != 1.0
+    null = torch.full((n,), prior.null_label, dtype=torch.long, device=device)
+    if labels is None:
+        batch_labels = null
+    elif guided:
+        batch_labels = torch.cat([labels, null])  # (2n,): conditional rows first
+    else:
+        batch_labels = labels
+    B = batch_labels.size(0)
+
+    with evaluating(prior):
+        cache = KVCache(prior.config.layers, prior.config.max_len)
+        start = torch.cat([prior.class_embedding(batch_labels, B), prior.sos_token.expand(B, 1, -1)], dim=1)
+        h = prior.hidden(start, 0, cache)[:, -1]  # (B, D) at SOS
+        tokens = torch.empty(n, prior.seq_len, dtype=torch.long, device=device)
+        for i in range(prior.seq_len):
+            logits = sampling_dtype_logits(prior.head(h))  # (B, K)
+            if guided:
+                cond, uncond = logits.chunk(2)  # (n, K) each
+                logits = guided_logits(cond, uncond, cfg_scale)
+            nxt = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+            tokens[:, i] = nxt[:, 0]
+            if progress is not None:
+                progress(i + 1)
+            if i + 1 < prior.seq_len:
+                inp = nxt.repeat(2, 1) if guided else nxt  # (B, 1)
+                h = prior.hidden(prior.token_emb(inp), 2 + i, cache)[:, -1]  # (B, D)
+    return tokens
+
+
+# --------------------------------------------------------------------------------------------------
+# many labels, decoded to images
 
 
 class Samples(NamedTuple):
@@ -29,7 +180,8 @@ def check_compatible(prior: ConditionalPrior, vqvae: VQVAE) -> None:
     """The prior's vocabulary and grid must be the VQ-VAE's codebook and latent grid."""
     pc, vc = prior.config, vqvae.config
     if (pc.vocab_size, pc.grid_h, pc.grid_w) != (vc.codebook_size, vc.grid, vc.grid):
-        raise ValueError(
+        raise UserError(
+            "sampler",
             f"prior (K={pc.vocab_size}, grid {pc.grid_h}x{pc.grid_w}) does not match the VQ-VAE "
             f"(K={vc.codebook_size}, grid {vc.grid}x{vc.grid})"
         )
@@ -57,7 +209,7 @@ def sample(
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     bad = labels[(labels < UNCONDITIONAL) | (labels >= prior.num_classes)]
     if bad.size:
-        raise ValueError(f"class label {int(bad[0])} is outside 0-{prior.num_classes - 1} (or -1 for unconditional)")
+        raise UserError("sampling", f"class label {int(bad[0])} is outside 0-{prior.num_classes - 1} (or -1 for unconditional)")
     device = prior.token_emb.weight.device
     generator = torch.Generator(device=device).manual_seed(seed)
     tokens = np.zeros((len(labels), prior.seq_len), dtype=np.int64)
@@ -72,7 +224,8 @@ def sample(
                 if progress is not None:
                     progress(_base + i)
 
-            out = prior.generate(
+            out = generate(
+                prior,
                 len(chunk),
                 torch.as_tensor(labels[chunk], device=device) if conditional else None,
                 cfg_scale=cfg_scale if conditional else 1.0,
@@ -91,7 +244,7 @@ def sample(
 def decode_tokens(vqvae: VQVAE, tokens: np.ndarray, batch_size: int = 256) -> Samples:
     """(N, T) token rows -> images, latents and index grids, decoded in eval mode."""
     grid = vqvae.config.grid
-    device = next(vqvae.parameters()).device
+    device = module_device(vqvae)
     indices = np.asarray(tokens, dtype=np.int64).reshape(len(tokens), grid, grid)  # (N, h, w), row-major
     images, latents = [], []
     with evaluating(vqvae):
@@ -102,5 +255,6 @@ def decode_tokens(vqvae: VQVAE, tokens: np.ndarray, batch_size: int = 256) -> Sa
             images.append(unit_to_uint8(vqvae.decode(z_q)))
     if not images:
         s = vqvae.config.image_size
-        return Samples(np.zeros((0, s, s, 3), np.uint8), np.zeros((0, vqvae.config.embedding_dim, grid, grid), np.float32), indices)
+        empty_latents = np.zeros((0, vqvae.config.embedding_dim, grid, grid), np.float32)
+        return Samples(np.zeros((0, s, s, 3), np.uint8), empty_latents, indices)
     return Samples(np.concatenate(images), np.concatenate(latents), indices)

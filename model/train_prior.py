@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,21 +21,14 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from model.checkpoint import read_checkpoint, restore_training, save_checkpoint
 from model.errors import UserError
 from model.metrics import code_counts, entropy_nats
-from model.prior import ConditionalPrior, PriorConfig, PriorTrainConfig, load_prior, save_prior
-from model.utils import pick_device, rng_state, seed_everything, set_rng_state
+from model.prior import ConditionalPrior, PriorConfig
+from model.training import Log, Progress, TrainResult, no_log
+from model.utils import evaluating, module_device, pick_device, seed_everything
 
 LN2 = math.log(2.0)
-
-
-@dataclass
-class PriorTrainResult:
-    """What train_prior returns."""
-
-    model: ConditionalPrior  # trained prior (uncompiled, eval mode, on the training device)
-    history: list[dict[str, float]]  # one metrics dict per epoch
-    final: dict[str, float]  # the last epoch's metrics
 
 
 def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -59,11 +51,9 @@ def evaluate_nll(
     bf16: bool = False,
 ) -> float:
     """Mean NLL in nats per token of tokens (N, T) given labels (N,) (None: unconditional), eval mode."""
-    was_training = model.training
-    model.eval()
-    device = model.token_emb.weight.device
+    device = module_device(model)
     total, count = 0.0, 0
-    try:
+    with evaluating(model):
         for i in range(0, tokens.size(0), batch_size):
             x = tokens[i : i + batch_size].to(device, torch.long)  # (B, T)
             y = labels[i : i + batch_size].to(device, torch.long) if labels is not None else None
@@ -71,26 +61,24 @@ def evaluate_nll(
                 logits = model(x, y)  # (B, T, K)
             total += float(next_token_loss(logits, x)) * x.numel()
             count += x.numel()
-    finally:
-        model.train(was_training)
     return total / max(count, 1)
 
 
-def configure_optimizer(model: ConditionalPrior, train_config: PriorTrainConfig) -> torch.optim.AdamW:
+def configure_optimizer(model: ConditionalPrior, config: PriorConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices and embeddings (dim >= 2), none on norms, biases, SOS, null."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():  # the tied head appears once
         (decay if p.dim() >= 2 and name not in ("sos_token", "null_class_emb") else no_decay).append(p)
     groups = [
-        {"params": decay, "weight_decay": train_config.weight_decay},
+        {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=train_config.lr, betas=(0.9, 0.95))
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95))
 
 
-def lr_at(step: int, total_steps: int, train_config: PriorTrainConfig) -> float:
+def lr_at(step: int, total_steps: int, config: PriorConfig) -> float:
     """Linear warm-up to lr, then cosine decay to lr * min_lr_ratio at total_steps."""
-    tc = train_config
+    tc = config
     if tc.warmup > 0 and step < tc.warmup:
         return tc.lr * (step + 1) / tc.warmup
     span = max(total_steps - tc.warmup, 1)
@@ -100,41 +88,41 @@ def lr_at(step: int, total_steps: int, train_config: PriorTrainConfig) -> float:
 
 
 def _check_split(name: str, tokens: np.ndarray, labels: np.ndarray, config: PriorConfig) -> None:
-    """ValueError naming the split when its tokens/labels do not fit the config."""
+    """UserError naming the split when its tokens/labels do not fit the config."""
     tokens, labels = np.asarray(tokens), np.asarray(labels)
     if tokens.ndim != 2 or tokens.shape[1] != config.seq_len:
-        raise ValueError(f"{name} tokens must be (N, {config.seq_len}), got {tokens.shape}")
+        raise UserError(name, f"tokens must be (N, {config.seq_len}), got {tokens.shape}")
     if not np.issubdtype(tokens.dtype, np.integer):
-        raise ValueError(f"{name} tokens must be integers, got {tokens.dtype}")
+        raise UserError(name, f"tokens must be integers, got {tokens.dtype}")
     if labels.shape != (tokens.shape[0],):
-        raise ValueError(f"{name} labels must be ({tokens.shape[0]},), got {labels.shape}")
+        raise UserError(name, f"labels must be ({tokens.shape[0]},), got {labels.shape}")
     if tokens.size and (tokens.min() < 0 or tokens.max() >= config.vocab_size):
         got = f"[{tokens.min()}, {tokens.max()}]"
-        raise ValueError(f"{name} tokens must be in [0, {config.vocab_size}), got {got}")
+        raise UserError(name, f"tokens must be in [0, {config.vocab_size}), got {got}")
     if labels.size and (labels.min() < 0 or labels.max() >= config.num_classes):
         got = f"[{labels.min()}, {labels.max()}]"
-        raise ValueError(f"{name} labels must be in [0, {config.num_classes}), got {got}")
+        raise UserError(name, f"labels must be in [0, {config.num_classes}), got {got}")
 
 
 def train_prior(
     config: PriorConfig,
-    train_config: PriorTrainConfig,
     train_tokens: np.ndarray,
     train_labels: np.ndarray,
     val_tokens: np.ndarray | None = None,
     val_labels: np.ndarray | None = None,
     *,
-    log: Callable[[dict[str, float], int], None] | None = None,
+    log: Log = no_log,
     checkpoint_path: str | Path | None = None,
     resume: bool = True,
-    progress: Callable[[int, int], None] | None = None,
-) -> PriorTrainResult:
+    progress: Progress | None = None,
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> TrainResult:
     """Train a ConditionalPrior on tokens (N, T) with labels (N,); checkpoint each epoch; resume if asked.
 
-    ``progress(step, total_steps)`` is called after each optimiser step.
+    ``progress(step, total_steps)`` is called after each optimiser step, ``on_epoch_end(epoch)`` after each
+    epoch's checkpoint.
     """
-    tc = train_config
-    log = log or (lambda metrics, step: None)
+    tc = config
     _check_split("train", train_tokens, train_labels, config)
     has_val = val_tokens is not None and val_labels is not None and len(val_tokens) > 0
     if has_val:
@@ -159,14 +147,9 @@ def train_prior(
 
     ckpt_path = Path(checkpoint_path) if checkpoint_path is not None else None
     if ckpt_path is not None and resume and ckpt_path.is_file():
-        loaded, ckpt = load_prior(ckpt_path)
-        if ckpt["model_config"] != config.to_dict():
-            raise UserError(ckpt_path, "holds a prior with a different config; delete it or pass resume=False")
-        model.load_state_dict(loaded.state_dict(), strict=True)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        set_rng_state(ckpt["rng"])
-        epoch0, step = int(ckpt["epoch"]), int(ckpt["step"])
-        history = [dict(h) for h in ckpt.get("history", [])]
+        ckpt = read_checkpoint(ckpt_path, ConditionalPrior.KIND)
+        epoch0, step = restore_training(ckpt, ckpt_path, model, optimizer), int(ckpt["step"])
+        history = [dict(h) for h in ckpt["history"]]
 
     for epoch in range(epoch0, tc.epochs):
         model.train()
@@ -213,16 +196,9 @@ def train_prior(
         history.append(metrics)
         log(metrics, epoch + 1)
         if ckpt_path is not None:
-            save_prior(
-                ckpt_path,
-                model,
-                train_config=tc.to_dict(),
-                epoch=epoch + 1,
-                step=step,
-                optimizer=optimizer.state_dict(),
-                rng=rng_state(),
-                history=history,
-            )
+            save_checkpoint(ckpt_path, model, optimizer=optimizer, epoch=epoch + 1, history=history, step=step)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1)
 
     model.eval()
-    return PriorTrainResult(model=model, history=history, final=dict(history[-1]) if history else {})
+    return TrainResult(model, history, dict(history[-1]) if history else {})

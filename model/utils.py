@@ -1,4 +1,4 @@
-"""Small helpers every stage uses: seeding, device choice, image conversions, image grids.
+"""Small helpers every stage uses: seeding, device choice, eval mode, image conversions, image grids.
 
 Dimension letters: B batch, C channels (3), H/W image height/width.
 """
@@ -6,16 +6,14 @@ Dimension letters: B batch, C channels (3), H/W image height/width.
 from __future__ import annotations
 
 import os
-import pickle
 import random
-import zipfile
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
-
-from model.errors import UserError
+from torch import nn
 
 
 def seed_everything(seed: int) -> None:
@@ -76,27 +74,28 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary name in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+@contextmanager
+def evaluating(module: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode for the block, then restore each one's previous mode."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
     try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
+        yield module
     finally:
-        tmp.unlink(missing_ok=True)
+        for m, training in modes:
+            m.training = training
 
 
-def read_checkpoint(path: str | Path, what: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """torch.load(weights_only=True) of a {'model', 'model_config', ...} checkpoint; bad files are a UserError."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(path, f"{what} checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
-        raise UserError(path, f"not a readable checkpoint ({str(err).splitlines()[0][:120] if str(err) else type(err).__name__})") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
-        raise UserError(path, f"not a {what} checkpoint (no 'model' / 'model_config')")
-    return ckpt
+def as_tensor(array: np.ndarray | torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A tensor on ``device`` (no copy when it already is one there)."""
+    if isinstance(array, torch.Tensor):
+        return array.to(device)
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:  # e.g. a memory-mapped file: torch wants memory it may write
+        array = array.copy()
+    return torch.from_numpy(array).to(device)
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter."""
+    return next(module.parameters()).device

@@ -16,10 +16,8 @@ size (``codebook_dim``; equals D unless a projection is configured).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -27,20 +25,21 @@ from einops import rearrange
 from torch import nn
 from vector_quantize_pytorch import VectorQuantize
 
-from model.config import Config, route_overrides
+from model.config import Config
 from model.errors import UserError
-from model.utils import atomic_save, rng_state
-from model.utils import read_checkpoint as read_any_checkpoint
-
-if TYPE_CHECKING:
-    from model.train_vqvae import TrainConfig
+from model.utils import evaluating
 
 QUANTIZERS = ("lucidrains", "simple")
 
 
 @dataclass
 class VQVAEConfig(Config):
-    """Architecture and quantizer settings; the latent grid is derived from them."""
+    """Architecture, quantizer and training settings of a VQ-VAE; the latent grid is derived from them."""
+
+    TRAINING: ClassVar[tuple[str, ...]] = (
+        "epochs", "batch_size", "lr", "weight_decay", "grad_clip", "seed", "augment", "bf16", "channels_last",
+        "compile", "device", "eval_batch_size",
+    )
 
     image_size: int = 128  # H = W of the input images in pixels (the prepared data's size)
     in_channels: int = 3  # C: image channels (RGB)
@@ -55,36 +54,54 @@ class VQVAEConfig(Config):
     use_cosine_sim: bool = False  # lucidrains: l2-normalised codes and inputs, cosine-similarity lookup
     rotation_trick: bool = False  # lucidrains: rotation-trick gradients instead of straight-through
     codebook_dim: int | None = None  # lucidrains: d, a low-dim codebook behind linear projections; None = D
+    # training
+    epochs: int = 10  # passes over the training split
+    batch_size: int = 64  # images per optimizer step
+    lr: float = 3e-4  # AdamW learning rate (constant)
+    weight_decay: float = 0.0  # AdamW weight decay
+    grad_clip: float = 0.0  # max global gradient norm; 0 = no clipping
+    seed: int = 0  # seeds model init, batch order and augmentation
+    augment: bool = True  # random flips / 90-degree rotations of each training image
+    bf16: bool = True  # bfloat16 autocast for the training step (CUDA only)
+    channels_last: bool = True  # channels-last memory format on CUDA and CPU (faster convs on both)
+    compile: bool = False  # torch.compile the training forward (checkpoints still hold the plain module)
+    device: str | None = None  # "cuda", "mps", "cpu", or None: GALAXY_DEVICE env var, else best available
+    eval_batch_size: int = 256  # images per validation forward (float32, eval mode)
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
         if self.quantizer not in QUANTIZERS:
-            raise ValueError(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+            raise UserError("VQVAEConfig", f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
         if not self.widths or min(self.widths) < 1:
-            raise ValueError(f"widths must be a non-empty tuple of positive ints, got {self.widths}")
+            raise UserError("VQVAEConfig", f"widths must be a non-empty tuple of positive ints, got {self.widths}")
         for name in ("image_size", "in_channels", "embedding_dim", "codebook_size"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)}")
+                raise UserError("VQVAEConfig", f"{name} must be a positive int, got {getattr(self, name)}")
         if self.codebook_size < 2:
-            raise ValueError(f"codebook_size must be at least 2, got {self.codebook_size}")
+            raise UserError("VQVAEConfig", f"codebook_size must be at least 2, got {self.codebook_size}")
         if self.image_size % self.downsample:
-            raise ValueError(
+            raise UserError("VQVAEConfig", 
                 f"image_size {self.image_size} is not divisible by the downsampling factor {self.downsample} "
                 f"(2 ** len(widths))"
             )
         if self.commitment_weight < 0:
-            raise ValueError(f"commitment_weight must be >= 0, got {self.commitment_weight}")
+            raise UserError("VQVAEConfig", f"commitment_weight must be >= 0, got {self.commitment_weight}")
         if not 0.0 <= self.decay < 1.0:
-            raise ValueError(f"decay must be in [0, 1), got {self.decay}")
+            raise UserError("VQVAEConfig", f"decay must be in [0, 1), got {self.decay}")
         if self.threshold_ema_dead_code < 0:
-            raise ValueError(f"threshold_ema_dead_code must be >= 0, got {self.threshold_ema_dead_code}")
+            raise UserError("VQVAEConfig", f"threshold_ema_dead_code must be >= 0, got {self.threshold_ema_dead_code}")
         if self.codebook_dim is not None and self.codebook_dim < 1:
-            raise ValueError(f"codebook_dim must be a positive int or None, got {self.codebook_dim}")
+            raise UserError("VQVAEConfig", f"codebook_dim must be a positive int or None, got {self.codebook_dim}")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise UserError("VQVAEConfig", f"{name} must be a positive int, got {getattr(self, name)}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise UserError("VQVAEConfig", "lr must be > 0, weight_decay and grad_clip >= 0")
         if self.quantizer == "simple":
             default = VQVAEConfig.__dataclass_fields__
             used = [n for n in _LUCIDRAINS_ONLY if getattr(self, n) != default[n].default]
             if used:
-                raise ValueError(f"{', '.join(used)} only apply to quantizer='lucidrains'")
+                raise UserError("VQVAEConfig", f"{', '.join(used)} only apply to quantizer='lucidrains'")
 
     @property
     def downsample(self) -> int:
@@ -227,18 +244,6 @@ def make_quantizer(config: VQVAEConfig) -> nn.Module:
 # the model
 
 
-@contextmanager
-def evaluating(module: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode for the block, then restore each one's previous mode."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield module
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
 class VQVAEOutput(NamedTuple):
     """What a forward pass returns."""
 
@@ -250,6 +255,9 @@ class VQVAEOutput(NamedTuple):
 
 class VQVAE(nn.Module):
     """Encoder -> quantizer -> decoder; images in [-1, 1]."""
+
+    KIND = "vqvae"  # checkpoint kind (model.checkpoint)
+    CONFIG = VQVAEConfig
 
     def __init__(self, config: VQVAEConfig) -> None:
         super().__init__()
@@ -313,86 +321,28 @@ class VQVAE(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# presets
+# presets: model.config.from_preset(PRESETS, name, **overrides)
 
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+PRESETS: dict[str, VQVAEConfig] = {
     # the article's model: 128 px, 16x16 grid, D = 256, K = 1024, ~500 epochs (a GPU job)
-    "article": {
-        "model": dict(image_size=128, widths=(32, 64, 128), embedding_dim=256, codebook_size=1024),
-        "train": dict(epochs=500, batch_size=64, lr=3e-4),
-    },
+    "article": VQVAEConfig(
+        image_size=128, widths=(32, 64, 128), embedding_dim=256, codebook_size=1024, epochs=500, batch_size=64, lr=3e-4
+    ),
     # a few minutes on a 2-core CPU with ~3,000 training images at 128 px: narrow convs, small codebook
-    "demo": {
-        "model": dict(
-            image_size=128,
-            widths=(16, 32, 64),
-            embedding_dim=32,
-            codebook_size=256,
-            kmeans_init=True,
-            threshold_ema_dead_code=2,
-        ),
-        "train": dict(epochs=6, batch_size=32, lr=1e-3),
-    },
+    "demo": VQVAEConfig(
+        image_size=128,
+        widths=(16, 32, 64),
+        embedding_dim=32,
+        codebook_size=256,
+        kmeans_init=True,
+        threshold_ema_dead_code=2,
+        epochs=6,
+        batch_size=32,
+        lr=1e-3,
+    ),
 }
 
 
-def preset(name: str, **overrides: Any) -> tuple[VQVAEConfig, TrainConfig]:
-    """(VQVAEConfig, TrainConfig) of a named preset; each override goes to whichever config has that field.
-
-    With ``quantizer="simple"`` the preset's lucidrains-only options are dropped (explicit overrides are kept).
-    """
-    from model.train_vqvae import TrainConfig  # local import: train_vqvae imports this module
-
-    if name not in PRESETS:
-        raise UserError("preset", f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    (model_over, train_over), unknown = route_overrides(
-        overrides, {f.name for f in fields(VQVAEConfig)}, {f.name for f in fields(TrainConfig)}
-    )
-    if unknown:
-        raise ValueError(f"unknown setting {unknown[0]!r} for preset {name!r}")
-    model_kw = {**PRESETS[name]["model"], **model_over}
-    train_kw = {**PRESETS[name]["train"], **train_over}
-    if model_kw.get("quantizer") == "simple":  # drop the preset's lucidrains-only options, keep explicit ones
-        model_kw = {k: v for k, v in model_kw.items() if k not in _LUCIDRAINS_ONLY or k in overrides}
-    return VQVAEConfig(**model_kw), TrainConfig(**train_kw)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# checkpoints
-
-
-def save_checkpoint(
-    path: str | Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None,
-    epoch: int,
-    train_config: Any,
-    extra: dict[str, Any] | None = None,
-) -> None:
-    """Write {model, optimizer, model_config, train_config, epoch, rng, **extra} (tensors and plain values)."""
-    model = getattr(model, "_orig_mod", model)  # the uncompiled module
-    train_dict = train_config.to_dict() if hasattr(train_config, "to_dict") else dict(train_config or {})
-    ckpt = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "model_config": model.config.to_dict(),
-        "train_config": train_dict,
-        "epoch": int(epoch),
-        "rng": rng_state(),
-        **(extra or {}),
-    }
-    atomic_save(ckpt, path)
-
-
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """A VQ-VAE checkpoint, loaded with weights_only=True; unreadable or foreign files are a UserError."""
-    return read_any_checkpoint(path, "VQ-VAE", map_location)
-
-
-def load_vqvae(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[VQVAE, dict[str, Any]]:
-    """Rebuild the model from the stored config, load its weights strictly; returns (model in eval mode, ckpt)."""
-    ckpt = read_checkpoint(path, map_location)
-    model = VQVAE(VQVAEConfig.from_dict(ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"], strict=True)
-    model.to(map_location)
-    return model.eval(), ckpt
+def lucidrains_defaults() -> dict[str, Any]:
+    """The lucidrains-only options at their defaults: what a preset needs beside ``quantizer="simple"``."""
+    return {name: VQVAEConfig.__dataclass_fields__[name].default for name in _LUCIDRAINS_ONLY}

@@ -6,51 +6,27 @@ It reuses the stage's cached tokens (every image of the prepared folder, tokeniz
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import mlflow
 import numpy as np
-import torch
 from prefect import task
 
-from model import atlas as A
+from model.atlas import decoders, pick_codes, quantized_features
 from model.data import load_prepared
+from model.embedding import embed_tsne, reduce_features, separability
 from model.errors import UserError
 from model.galaxy10 import CLASS_NAMES
 from model.metrics import codebook_usage
-from model.utils import unit_to_uint8
-from model.vqvae import VQVAE, evaluating
-from tasks.retry import retry_on_io
-from tasks import tracking
+from model.plotting import atlas as figures
+from tasks import registry, tracking
 from tasks.cache import stage_cache_key
-from tasks.prior import tokenize_dataset
 from tasks.progress import bar
-from tasks.vqvae import load_vqvae_from_uri
+from tasks.retry import retry_on_io
+from tasks.tokens import tokenize_dataset
 
 EXPERIMENT = "galaxy-atlas"
-
-
-def decoders(vqvae: VQVAE):
-    """(decode indices -> uint8 images, decode latents -> raw float images) for the analysis functions."""
-
-    @torch.no_grad()
-    def decode(indices: np.ndarray) -> np.ndarray:
-        with evaluating(vqvae):
-            return unit_to_uint8(vqvae.decode_indices(torch.as_tensor(np.asarray(indices), dtype=torch.long)))
-
-    @torch.no_grad()
-    def decode_latents(latents: np.ndarray) -> np.ndarray:
-        with evaluating(vqvae):
-            x = vqvae.decode(torch.as_tensor(np.asarray(latents), dtype=torch.float32))  # (B, 3, H, W)
-        return x.permute(0, 2, 3, 1).numpy()  # (B, H, W, 3), raw decoder output
-
-    return decode, decode_latents
-
-
-def quantized_features(codebook: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """(N, T) indices -> (N, T * D) float32 quantized latents (the article's t-SNE input)."""
-    return codebook[np.asarray(indices, dtype=np.int64)].reshape(len(indices), -1).astype(np.float32)
 
 
 def check_codes(codes: Sequence[int], codebook_size: int) -> list[int]:
@@ -64,7 +40,7 @@ def atlas_run(vqvae_uri: str, data_dir: str | Path, *, codes: Sequence[int] = ()
     """Log every atlas figure and number for a registered VQ-VAE on a prepared folder; returns {run_id, metrics}."""
     tracking.setup()
     data = load_prepared(data_dir)
-    vqvae, _ = load_vqvae_from_uri(vqvae_uri)
+    vqvae, _ = registry.load_vqvae(vqvae_uri)
     cfg = vqvae.config
     codes = check_codes(codes, cfg.codebook_size)
     tokens = np.asarray(np.load(tokenize_dataset(vqvae_uri, data_dir) / "tokens.npy", mmap_mode="r")[:limit], dtype=np.int64)
@@ -84,33 +60,33 @@ def atlas_run(vqvae_uri: str, data_dir: str | Path, *, codes: Sequence[int] = ()
     with tracking.run(EXPERIMENT, tracking.run_name("atlas", data.meta), tags) as active, bar(total=6, desc="atlas", unit="figure") as pbar:
         mlflow.log_params({"vqvae_uri": vqvae_uri, "data_dir": str(data.root), "images": len(indices), "codebook_size": cfg.codebook_size, "grid": cfg.grid, "seed": seed})
         # A1 code frequencies
-        tracking.log_figure(A.code_frequency_figure(usage.counts, title=f"Codebook usage over {len(indices)} images"), "atlas/code_frequency.png")
+        tracking.log_figure(figures.code_frequency_figure(usage.counts, title=f"Codebook usage over {len(indices)} images"), "atlas/code_frequency.png")
         tracking.log_array(usage.counts, "atlas/code_counts.npy")
         pbar.update()
         # A2 heads and tails
         ns = tuple(n for n in (4, 16, 64, 256) if n <= cfg.codebook_size)
-        tracking.log_figure(A.heads_tails_figure(decode, usage.counts, grid_hw=grid_hw, ns=ns, rng=seed), "atlas/heads_tails.png")
+        tracking.log_figure(figures.heads_tails_figure(decode, usage.counts, grid_hw=grid_hw, ns=ns, rng=seed), "atlas/heads_tails.png")
         pbar.update()
         # A3 individual codes
-        chosen = list(dict.fromkeys(A.pick_codes(usage.counts, 2, 2) + codes))
-        tracking.log_figure(A.code_panels_figure(codebook, decode_latents, indices, chosen), "atlas/code_panels.png")
+        chosen = list(dict.fromkeys(pick_codes(usage.counts, 2, 2) + codes))
+        tracking.log_figure(figures.code_panels_figure(codebook, decode_latents, indices, chosen), "atlas/code_panels.png")
         mlflow.log_param("panel_codes", ",".join(map(str, chosen)))
         pbar.update()
         # A4 morphological atlas: t-SNE, k-NN accuracy and NMI against the labels, beside chance
         t0 = time.perf_counter()
         # cosine geometry -> unit rows -> PCA to 50 dims, done once for t-SNE and the separability numbers
-        reduced = A.reduce_features(quantized_features(codebook, tokens), 50, metric="cosine", seed=seed)
-        embedding = A.embed_tsne(reduced, perplexity=min(50.0, (len(reduced) - 1) / 3), metric="euclidean", seed=seed, pca_dims=None)
+        reduced = reduce_features(quantized_features(codebook, tokens), 50, metric="cosine", seed=seed)
+        embedding = embed_tsne(reduced, perplexity=min(50.0, (len(reduced) - 1) / 3), metric="euclidean", seed=seed, pca_dims=None)
         metrics["tsne_seconds"] = time.perf_counter() - t0
-        tracking.log_figure(A.atlas_figure(embedding, labels, CLASS_NAMES, f"Morphological atlas: t-SNE of quantized latents ({len(labels)} images)"), "atlas/tsne_atlas.png")
+        tracking.log_figure(figures.atlas_figure(embedding, labels, CLASS_NAMES, f"Morphological atlas: t-SNE of quantized latents ({len(labels)} images)"), "atlas/tsne_atlas.png")
         tracking.log_array(embedding.astype(np.float32), "atlas/tsne_embedding.npy")
         pbar.update()
-        sep = A.separability(reduced, labels, seed=seed, metric="euclidean", pca_dims=None)
+        sep = separability(reduced, labels, seed=seed, metric="euclidean", pca_dims=None)
         metrics.update(knn_accuracy=sep.knn, knn_accuracy_std=sep.knn_std, knn_chance=sep.knn_chance, nmi=sep.nmi, nmi_chance=sep.nmi_chance)
-        tracking.log_figure(A.separability_figure(sep.knn, sep.knn_chance, sep.nmi, sep.nmi_chance, knn_std=sep.knn_std), "atlas/separability.png")
+        tracking.log_figure(figures.separability_figure(sep.knn, sep.knn_chance, sep.nmi, sep.nmi_chance, knn_std=sep.knn_std), "atlas/separability.png")
         pbar.update()
         # A5 random codes through the decoder
-        tracking.log_figure(A.random_codes_figure(decode, cfg.codebook_size, grid_hw, 16, rng=seed, counts=usage.counts), "atlas/random_codes.png")
+        tracking.log_figure(figures.random_codes_figure(decode, cfg.codebook_size, grid_hw, 16, rng=seed, counts=usage.counts), "atlas/random_codes.png")
         pbar.update()
         mlflow.log_metrics(metrics)
         run_id = active.info.run_id

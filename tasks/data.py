@@ -85,9 +85,3 @@ def prepare_task(source: str, out: str, size: int = 128, seed: int = DEFAULT_SEE
         "%s %s (key %s, %d images)", "reused" if result.cached else "prepared", result.out, result.key, result.meta["n"]
     )
     return str(result.out)
-
-
-@task(name="describe-data")
-def describe_task(root: str) -> str:
-    """Counts per class and split of a prepared folder, as text."""
-    return D.describe(D.load_prepared(root))

@@ -17,7 +17,6 @@ import mlflow
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from model.errors import UserError
 
 DEFAULT_URI = "sqlite:///mlflow/mlflow.db"
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,48 +144,3 @@ def log_array(array: np.ndarray, artifact_file: str) -> None:
         path = Path(tmp) / Path(artifact_file).name
         np.save(path, array)
         mlflow.log_artifact(str(path), artifact_path=str(Path(artifact_file).parent) if "/" in artifact_file else None)
-
-
-def pip_requirements() -> list[str]:
-    """The packages a loaded pyfunc needs (the project itself must be installed beside them)."""
-    from importlib.metadata import version
-
-    return [f"{p}=={version(p)}" for p in ("torch", "vector-quantize-pytorch", "einops", "numpy", "mlflow")]
-
-
-def log_pyfunc(name: str, code: Path, artifacts: dict[str, str], signature, register_as: str | None) -> tuple[str, str]:
-    """Log a models-from-code pyfunc to the active run and register it; returns (model URI, version or '')."""
-    info = mlflow.pyfunc.log_model(
-        name=name,
-        python_model=str(code),
-        artifacts={k: str(v) for k, v in artifacts.items()},
-        signature=signature,
-        pip_requirements=pip_requirements(),
-        registered_model_name=register_as,
-    )
-    if register_as is None:
-        return info.model_uri, ""
-    version = str(info.registered_model_version)
-    return f"models:/{register_as}/{version}", version
-
-
-def resolve_model_uri(uri: str) -> str:
-    """Check that a models:/ or runs:/ URI exists; raise UserError with one line when it does not."""
-    setup()
-    try:
-        from mlflow.models import get_model_info
-
-        get_model_info(uri)
-    except Exception as err:  # mlflow raises several types for a missing model/alias/version
-        first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        raise UserError(uri, f"no such model in {tracking_uri()} ({first})") from None
-    return uri
-
-
-def unwrap_pyfunc(uri: str, attr: str, kind: str):
-    """The PythonModel inside a registered pyfunc, checked to be of the expected kind (it has ``attr``)."""
-    resolve_model_uri(uri)
-    wrapper = mlflow.pyfunc.load_model(uri).unwrap_python_model()
-    if not hasattr(wrapper, attr):
-        raise UserError(uri, f"is not a {kind} model")
-    return wrapper

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from model import atlas
+from model import atlas, embedding
+from model.plotting import atlas as figures
+from model.plotting import grids, save_figure
 from model.galaxy10 import CLASS_NAMES
 
 GRID = (4, 4)  # latent grid (h, w)
@@ -38,12 +40,12 @@ def blobs(n_per: int = 30, dims: int = 20, classes: int = 2, seed: int = 0) -> t
 
 
 def test_frequency_figure_title_reports_uniform_and_one_hot_usage():
-    uniform = atlas.code_frequency_figure(np.full(16, 5))
+    uniform = figures.code_frequency_figure(np.full(16, 5))
     assert "utilisation 100.0%" in uniform.get_suptitle()
     assert "perplexity 16.0" in uniform.get_suptitle() and "100.0%" in uniform.get_suptitle()
     one_hot = np.zeros(32, dtype=np.int64)
     one_hot[7] = 36
-    title = atlas.code_frequency_figure(one_hot).get_suptitle()
+    title = figures.code_frequency_figure(one_hot).get_suptitle()
     assert "perplexity 1.0" in title and "utilisation 3.1% (1 used)" in title
 
 
@@ -51,7 +53,7 @@ def test_frequency_figure_utilisation_of_known_indices():
     from model.metrics import code_counts
 
     counts = code_counts(np.array([[0, 0, 1], [5, 5, 5]]), 10)
-    assert "utilisation 30.0% (3 used)" in atlas.code_frequency_figure(counts).get_suptitle()
+    assert "utilisation 30.0% (3 used)" in figures.code_frequency_figure(counts).get_suptitle()
 
 
 def test_frequency_figure_agrees_with_metrics():
@@ -59,7 +61,7 @@ def test_frequency_figure_agrees_with_metrics():
 
     indices = np.random.default_rng(0).zipf(1.5, size=(20, 4, 4)) % 64
     usage = codebook_usage(indices, 64)
-    title = atlas.code_frequency_figure(usage.counts).get_suptitle()
+    title = figures.code_frequency_figure(usage.counts).get_suptitle()
     assert f"perplexity {usage.perplexity:.1f} (perplexity/K = {100 * usage.effective_usage:.1f}%)" in title
     assert f"utilisation {100 * usage.utilisation:.1f}%" in title
 
@@ -127,7 +129,7 @@ def test_code_panels_reject_codes_outside_the_codebook():
     from model.errors import UserError
 
     with pytest.raises(UserError, match="outside the codebook"):
-        atlas.code_panels_figure(np.zeros((10, 3)), fake_decode_latents, np.zeros((2, *GRID), int), [3, 10])
+        figures.code_panels_figure(np.zeros((10, 3)), fake_decode_latents, np.zeros((2, *GRID), int), [3, 10])
 
 
 def test_raw_and_rescaled_display():
@@ -147,48 +149,48 @@ def test_randomized_pca_matches_exact_pca():
         xn = x / np.linalg.norm(x, axis=1, keepdims=True) if normalise else x
         u, s, _ = np.linalg.svd(xn - xn.mean(0), full_matrices=False)
         exact = u[:, :4] * s[:4]
-        approx = atlas.randomized_pca(x, 4, normalise=normalise, chunk=64)
+        approx = embedding.randomized_pca(x, 4, normalise=normalise, chunk=64)
         np.testing.assert_allclose(np.abs(approx), np.abs(exact), atol=1e-3 * np.abs(exact).max())
 
 
 def test_reduce_features_cosine_ignores_row_scale_and_flattens():
     x, _ = blobs(dims=60)
     scaled = x * np.random.default_rng(1).uniform(0.1, 10, size=(len(x), 1))
-    a = atlas.reduce_features(x.reshape(len(x), 3, 4, 5), 10)
-    np.testing.assert_allclose(a, atlas.reduce_features(scaled, 10), atol=1e-4)
+    a = embedding.reduce_features(x.reshape(len(x), 3, 4, 5), 10)
+    np.testing.assert_allclose(a, embedding.reduce_features(scaled, 10), atol=1e-4)
     assert a.shape == (len(x), 10) and a.dtype == np.float32
-    assert atlas.reduce_features(x, None, metric="euclidean").shape == x.shape
+    assert embedding.reduce_features(x, None, metric="euclidean").shape == x.shape
 
 
 @pytest.mark.parametrize("backend", ["opentsne", "sklearn"])
 def test_tsne_separates_two_blobs(backend):
     x, labels = blobs(n_per=40, dims=30)
-    emb = atlas.embed_tsne(x, perplexity=50, seed=0, pca_dims=10, backend=backend, n_jobs=1, n_iter=400)
+    emb = embedding.embed_tsne(x, perplexity=50, seed=0, pca_dims=10, backend=backend, n_jobs=1, n_iter=400)
     assert emb.shape == (80, 2) and np.isfinite(emb).all()
-    assert atlas.knn_accuracy(emb, labels, k=5, metric="euclidean")[0] > 0.95
+    assert embedding.knn_accuracy(emb, labels, k=5, metric="euclidean")[0] > 0.95
 
 
 def test_knn_accuracy_separable_and_random():
     x, labels = blobs(n_per=40)
-    mean, std = atlas.knn_accuracy(x, labels)
+    mean, std = embedding.knn_accuracy(x, labels)
     assert mean == pytest.approx(1.0) and std == pytest.approx(0.0)
     rng = np.random.default_rng(0)
     noise, random_labels = rng.normal(size=(400, 10)), rng.integers(0, 4, 400)
-    assert abs(atlas.knn_accuracy(noise, random_labels)[0] - atlas.chance_accuracy(random_labels)) < 0.1
+    assert abs(embedding.knn_accuracy(noise, random_labels)[0] - embedding.chance_accuracy(random_labels)) < 0.1
 
 
 def test_nmi_and_chance_levels():
     labels = np.array([0, 0, 1, 1, 2, 2])
-    assert atlas.label_nmi(np.array([5, 5, 3, 3, 9, 9]), labels) == pytest.approx(1.0)  # relabelled clusters
+    assert embedding.label_nmi(np.array([5, 5, 3, 3, 9, 9]), labels) == pytest.approx(1.0)  # relabelled clusters
     x, blob_labels = blobs(n_per=30, classes=3)
-    assert atlas.label_nmi(x, blob_labels) == pytest.approx(1.0)
-    assert atlas.chance_nmi(blob_labels, blob_labels, n_shuffles=20) < 0.1
-    assert atlas.chance_accuracy(np.array([0, 1, 1, 1, 2])) == pytest.approx(0.6)
+    assert embedding.label_nmi(x, blob_labels) == pytest.approx(1.0)
+    assert embedding.chance_nmi(blob_labels, blob_labels, n_shuffles=20) < 0.1
+    assert embedding.chance_accuracy(np.array([0, 1, 1, 1, 2])) == pytest.approx(0.6)
 
 
 def test_separability_reports_values_beside_chance():
     x, labels = blobs(n_per=20, dims=80, classes=3)
-    s = atlas.separability(x, labels, pca_dims=10)
+    s = embedding.separability(x, labels, pca_dims=10)
     assert s.knn == pytest.approx(1.0) and s.knn_chance == pytest.approx(1 / 3)
     assert s.nmi > 0.95 and s.nmi_chance < 0.15
 
@@ -202,34 +204,34 @@ def _figures():
     indices = rng.choice(atlas.ranked_codes(COUNTS), size=(6, *GRID))
     images = fake_decode(rng.integers(0, 10, (3, *GRID)))
     emb, labels = rng.normal(size=(30, 2)), np.arange(30) % 10
-    yield atlas.code_frequency_figure(COUNTS)
-    yield atlas.heads_tails_figure(fake_decode, COUNTS, grid_hw=GRID, ns=(2, 4), per_row=3)
-    yield atlas.heads_tails_figure(fake_decode, np.ones(10), grid_hw=GRID, ns=(2,), per_row=3)
-    yield atlas.code_panels_figure(codebook, fake_decode_latents, indices, atlas.pick_codes(COUNTS, 1, 1))
-    yield atlas.atlas_figure(emb, labels, CLASS_NAMES, "t-SNE")
-    yield atlas.separability_figure(0.8, 0.15, 0.4, 0.01, knn_std=0.02)
-    yield atlas.random_codes_figure(fake_decode, 10, GRID, 4, 0, counts=COUNTS, per_row=2)
-    yield atlas.comparison_figure([("K=8", images), ("K=16", images)], images, "reconstructions")
-    yield atlas.metrics_table_figure([{"K": 8, "mse": 0.012345}, {"K": 16, "mse": float("nan")}], ["K", "mse"])
-    yield atlas.labelled_grid_figure([images, images[:1]], ["T=0.5", "T=2.0"], "temperature sweep")
+    yield figures.code_frequency_figure(COUNTS)
+    yield figures.heads_tails_figure(fake_decode, COUNTS, grid_hw=GRID, ns=(2, 4), per_row=3)
+    yield figures.heads_tails_figure(fake_decode, np.ones(10), grid_hw=GRID, ns=(2,), per_row=3)
+    yield figures.code_panels_figure(codebook, fake_decode_latents, indices, atlas.pick_codes(COUNTS, 1, 1))
+    yield figures.atlas_figure(emb, labels, CLASS_NAMES, "t-SNE")
+    yield figures.separability_figure(0.8, 0.15, 0.4, 0.01, knn_std=0.02)
+    yield figures.random_codes_figure(fake_decode, 10, GRID, 4, 0, counts=COUNTS, per_row=2)
+    yield grids.comparison_figure([("K=8", images), ("K=16", images)], images, "reconstructions")
+    yield grids.metrics_table_figure([{"K": 8, "mse": 0.012345}, {"K": 16, "mse": float("nan")}], ["K", "mse"])
+    yield grids.labelled_grid_figure([images, images[:1]], ["T=0.5", "T=2.0"], "temperature sweep")
 
 
 def test_every_figure_has_a_title_and_saves(tmp_path):
     for i, fig in enumerate(_figures()):
         assert isinstance(fig, Figure) and fig.get_suptitle(), i
-        path = atlas.save_figure(fig, tmp_path / f"fig{i}.png")
+        path = save_figure(fig, tmp_path / f"fig{i}.png")
         assert path.read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"fig{i}.png" for i in range(10))  # no temp files left
 
 
 def test_heads_tails_rows_and_unused_note():
-    fig = atlas.heads_tails_figure(fake_decode, COUNTS, grid_hw=GRID, ns=(2, 4), per_row=3)
+    fig = figures.heads_tails_figure(fake_decode, COUNTS, grid_hw=GRID, ns=(2, 4), per_row=3)
     assert len(fig.axes) == 5  # top 2, top 4, bottom 2, bottom 4, unused
     assert "unused (3)" in fig.axes[-1].get_ylabel()
-    full = atlas.heads_tails_figure(fake_decode, np.ones(10), grid_hw=GRID, ns=(2,), per_row=3)
+    full = figures.heads_tails_figure(fake_decode, np.ones(10), grid_hw=GRID, ns=(2,), per_row=3)
     assert len(full.axes) == 2 and "every code is used" in full.get_supxlabel()
 
 
 def test_labelled_grid_rejects_mismatched_labels():
     with pytest.raises(ValueError):
-        atlas.labelled_grid_figure([fake_decode(np.zeros((1, *GRID), int))], ["a", "b"], "t")
+        grids.labelled_grid_figure([fake_decode(np.zeros((1, *GRID), int))], ["a", "b"], "t")

@@ -7,9 +7,13 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from model import judge
+from model import judge, metrics
+from model.checkpoint import load_model, save_checkpoint
+from model.config import from_preset
 from model.errors import UserError
 from model.galaxy10 import CLASS_NAMES
+from model.plotting import evaluation as figures
+from model.training import augment_square
 
 TINY = judge.JudgeConfig(image_size=16, num_classes=3, widths=(4, 8), dropout=0.0, epochs=4, batch_size=16,
                          lr=1e-2, weight_decay=0.0, seed=0, device="cpu", eval_batch_size=32)
@@ -43,12 +47,38 @@ def test_training_lowers_the_loss_on_a_toy_task():
     assert max(h["val_acc"] for h in result.history) > 0.9
     assert [s for s, _ in logged] == [1, 2, 3, 4] and steps[-1] == (24, 24)
     assert not result.model.training
-    assert result.history[result.best_epoch - 1]["val_acc"] == max(h["val_acc"] for h in result.history)
+    best = int(result.metrics["best_epoch"])
+    assert result.history[best - 1]["val_acc"] == max(h["val_acc"] for h in result.history) == result.metrics["val_acc"]
+
+
+def test_training_resumes_exactly_from_its_checkpoint(tmp_path):
+    train_x, train_y = colour_task(48, 0)
+    val_x, val_y = colour_task(16, 1)
+    straight = judge.train_judge(TINY, train_x, train_y, val_x, val_y)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_two(epoch: int) -> None:
+        if epoch == 2:
+            raise Killed
+
+    ckpt = tmp_path / "judge.pt"
+    with pytest.raises(Killed):
+        judge.train_judge(TINY, train_x, train_y, val_x, val_y, checkpoint_path=ckpt, on_epoch_end=kill_after_two)
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 2
+    resumed = judge.train_judge(TINY, train_x, train_y, val_x, val_y, checkpoint_path=ckpt)
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
+    assert resumed.metrics["best_epoch"] == straight.metrics["best_epoch"]
+    for pa, pb in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(pa, pb)
 
 
 def test_training_is_seeded():
     train_x, train_y = colour_task(32, 0)
-    config = judge.judge_preset("demo", image_size=16, num_classes=3, widths=(4,), epochs=1, batch_size=16, device="cpu")
+    config = from_preset(
+        judge.PRESETS, "demo", image_size=16, num_classes=3, widths=(4,), epochs=1, batch_size=16, device="cpu"
+    )
     a = judge.train_judge(config, train_x, train_y, train_x, train_y)
     b = judge.train_judge(config, train_x, train_y, train_x, train_y)
     for pa, pb in zip(a.model.parameters(), b.model.parameters()):
@@ -57,9 +87,9 @@ def test_training_is_seeded():
 
 def test_augmentation_only_moves_pixels():
     batch = torch.arange(2 * 4 * 4 * 3, dtype=torch.uint8).view(2, 4, 4, 3)
-    out = judge.augment_square(batch, torch.Generator().manual_seed(0))
+    out = augment_square(batch, torch.Generator().manual_seed(0))
     assert torch.equal(out.flatten(1, 2).sort(dim=1).values, batch.flatten(1, 2).sort(dim=1).values)
-    assert torch.equal(out, judge.augment_square(batch, torch.Generator().manual_seed(0)))
+    assert torch.equal(out, augment_square(batch, torch.Generator().manual_seed(0)))
 
 
 def test_predict_and_checkpoint_round_trip(tmp_path):
@@ -68,43 +98,43 @@ def test_predict_and_checkpoint_round_trip(tmp_path):
     probs, feats = judge.predict(model, images, batch_size=3)
     assert probs.shape == (7, 3) and feats.shape == (7, 8)
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
-    judge.save_judge(tmp_path / "judge.pt", model, [{"epoch": 1.0}])
-    loaded, ckpt = judge.load_judge(tmp_path / "judge.pt")
+    save_checkpoint(tmp_path / "judge.pt", model, history=[{"epoch": 1.0}])
+    loaded, ckpt = load_model(tmp_path / "judge.pt", judge.MorphologyCNN)
     assert loaded.config == TINY and ckpt["history"] == [{"epoch": 1.0}]
     np.testing.assert_array_equal(judge.predict(loaded, images)[0], probs)
     assert [p.name for p in tmp_path.iterdir()] == ["judge.pt"]
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match="the model expects 16x16x3"):
         judge.predict(model, np.zeros((1, 8, 8, 3), np.uint8))
     (tmp_path / "bad.pt").write_bytes(b"nonsense")
     with pytest.raises(UserError):
-        judge.load_judge(tmp_path / "bad.pt")
+        load_model(tmp_path / "bad.pt", judge.MorphologyCNN)
     with pytest.raises(UserError):
-        judge.load_judge(tmp_path / "missing.pt")
+        load_model(tmp_path / "missing.pt", judge.MorphologyCNN)
 
 
 def test_presets():
-    assert judge.judge_preset("article").widths == (32, 64, 128, 256)
+    assert from_preset(judge.PRESETS, "article").widths == (32, 64, 128, 256)
     assert judge.JudgeConfig.from_dict(judge.PRESETS["demo"].to_dict()) == judge.PRESETS["demo"]
     with pytest.raises(UserError):
-        judge.judge_preset("huge")
+        from_preset(judge.PRESETS, "huge")
 
 
 def test_classification_report_of_a_known_confusion():
     y_true = np.array([0, 0, 0, 1, 1, 2])
     y_pred = np.array([0, 0, 1, 1, 2, 2])
-    r = judge.classification_report(y_true, y_pred, 4)
+    r = metrics.classification_report(y_true, y_pred, 4)
     np.testing.assert_array_equal(r["confusion"][:3, :3], [[2, 1, 0], [0, 1, 1], [0, 0, 1]])
     assert r["accuracy"] == pytest.approx(4 / 6)
     np.testing.assert_allclose(r["precision"], [1.0, 0.5, 0.5, 0.0])  # class 3 never predicted: 0
     np.testing.assert_allclose(r["recall"], [2 / 3, 0.5, 1.0, 0.0])
     np.testing.assert_array_equal(r["support"], [3, 2, 1, 0])
     with pytest.raises(ValueError):
-        judge.classification_report(y_true, y_pred + 2, 4)
+        metrics.classification_report(y_true, y_pred + 2, 4)
 
 
 def test_conditional_accuracy():
     probs = np.eye(3)[[0, 1, 1, 2]]  # predictions 0, 1, 1, 2
-    per_class, overall = judge.conditional_accuracy(probs, np.array([0, 1, 2, 2]), 4)
+    per_class, overall = metrics.conditional_accuracy(probs, np.array([0, 1, 2, 2]), 4)
     np.testing.assert_allclose(per_class[:3], [1.0, 1.0, 0.5])
     assert np.isnan(per_class[3]) and overall == pytest.approx(0.75)
 
@@ -114,35 +144,35 @@ def test_frechet_distance_closed_forms():
     mu1, mu2 = rng.normal(size=4), rng.normal(size=4)
     s1, s2 = rng.uniform(0.5, 2, 4), rng.uniform(0.5, 2, 4)
     expected = np.sum((mu1 - mu2) ** 2) + np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))
-    assert judge.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-6)
+    assert metrics.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-6)
     a = rng.normal(size=(6, 6))
     sigma = a @ a.T
-    assert judge.frechet_distance(mu1, sigma, mu1, sigma) == pytest.approx(0.0, abs=1e-6)
+    assert metrics.frechet_distance(mu1, sigma, mu1, sigma) == pytest.approx(0.0, abs=1e-6)
     # non-diagonal but commuting: sigma and sigma^2 share eigenvectors, so the distance follows from eigenvalues
     lam = np.linalg.eigvalsh(sigma)
     expected = np.sum(lam + lam**2 - 2 * lam**1.5)
-    assert judge.frechet_distance(mu1, sigma, mu1, sigma @ sigma) == pytest.approx(expected, rel=1e-6)
+    assert metrics.frechet_distance(mu1, sigma, mu1, sigma @ sigma) == pytest.approx(expected, rel=1e-6)
 
 
 def test_frechet_from_features_handles_few_samples():
     rng = np.random.default_rng(0)
     f1 = rng.normal(size=(5, 16))  # rank-deficient covariances
     f2 = rng.normal(size=(5, 16)) + 3.0
-    value = judge.frechet_from_features(f1, f2)
+    value = metrics.frechet_from_features(f1, f2)
     assert np.isfinite(value) and value > 16 * 9 * 0.5
-    assert judge.frechet_from_features(f1, f1) == pytest.approx(0.0, abs=1e-4)
-    mu, sigma = judge.feature_stats(f1)
+    assert metrics.frechet_from_features(f1, f1) == pytest.approx(0.0, abs=1e-4)
+    mu, sigma = metrics.feature_stats(f1)
     assert mu.shape == (16,) and sigma.shape == (16, 16)
 
 
 def test_judge_figures_have_titles():
     rng = np.random.default_rng(0)
     confusion = rng.integers(0, 20, (10, 10))
-    report = judge.classification_report(rng.integers(0, 10, 50), rng.integers(0, 10, 50), 10)
+    report = metrics.classification_report(rng.integers(0, 10, 50), rng.integers(0, 10, 50), 10)
     figs = [
-        judge.confusion_figure(confusion, CLASS_NAMES),
-        judge.class_accuracy_curve_figure([1, 3, 9, 100], rng.uniform(size=(4, 10)), rng.uniform(size=4), CLASS_NAMES),
-        judge.precision_recall_figure(report, CLASS_NAMES),
+        figures.confusion_figure(confusion, CLASS_NAMES),
+        figures.class_accuracy_curve_figure([1, 3, 9, 100], rng.uniform(size=(4, 10)), rng.uniform(size=4), CLASS_NAMES),
+        figures.precision_recall_figure(report, CLASS_NAMES),
     ]
     for fig in figs:
         assert isinstance(fig, Figure) and fig.get_suptitle()

@@ -35,10 +35,10 @@ def test_tasks_never_import_flows_or_cli():
 
 
 def test_importing_all_of_model_loads_no_framework():
-    modules = sorted(p.stem for p in (ROOT / "model").glob("*.py") if p.stem != "__init__")
+    modules = sorted(module_name(p) for p in (ROOT / "model").rglob("*.py"))
     code = (
         "import importlib, sys\n"
-        f"for m in {modules!r}: importlib.import_module('model.' + m)\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
         f"print(sorted(set(k.split('.')[0] for k in sys.modules) & set({sorted(FRAMEWORKS)!r})))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -51,3 +51,75 @@ def test_mlflow_folder_is_not_a_package():
     import mlflow
 
     assert Path(mlflow.__file__).parent != ROOT / "mlflow"
+
+
+# ---------------------------------------------------------------------------------------------- shape of the house
+
+PACKAGES = ("model", "tasks", "flows", "cli")
+STAGES = ("vqvae", "prior", "samples", "atlas", "judge", "evaluate", "sweep", "data")
+
+
+def module_name(path: Path) -> str:
+    """model/plotting/atlas.py -> model.plotting.atlas; model/plotting/__init__.py -> model.plotting."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_files() -> list[Path]:
+    return sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
+
+
+def project_imports(path: Path) -> set[str]:
+    """Project modules a file imports (``from a.b import c`` counts a.b and a.b.c when that is a module)."""
+    known = {module_name(p) for p in project_files()}
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name in known}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module in known:
+                out.add(node.module)
+            out |= {f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in known}
+    return out
+
+
+def test_no_module_outgrows_450_lines():
+    long = {str(p.relative_to(ROOT)): n for p in project_files() if (n := len(p.read_text().splitlines())) > 450}
+    assert not long, f"modules over 450 lines (two concerns in one file?): {long}"
+
+
+def test_no_import_cycles():
+    graph = {module_name(p): project_imports(p) - {module_name(p)} for p in project_files()}
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                raise AssertionError(f"import cycle: {' -> '.join(path[path.index(nxt):] + [nxt]) if nxt in path else nxt}")
+            if nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+
+
+def test_stages_do_not_import_each_other():
+    for stage in STAGES:
+        path = ROOT / "tasks" / f"{stage}.py"
+        others = {f"tasks.{s}" for s in STAGES if s != stage}
+        bad = project_imports(path) & others
+        assert not bad, f"tasks/{stage}.py imports the stages {bad}"
+
+
+def test_no_optuna_internals_and_no_cli_flags_in_the_library():
+    for path in project_files():
+        text = path.read_text()
+        for needle in ("optuna.Trial(", "set_trial_state_values", "._storage"):
+            assert needle not in text, f"{path.relative_to(ROOT)} uses Optuna internals ({needle})"
+    for path in (ROOT / "model").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("--"):
+                raise AssertionError(f"{path.relative_to(ROOT)} names a CLI flag: {node.value!r}")

@@ -10,9 +10,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from model import judge as J
+from model import metrics as J
 from model.galaxy10 import CLASS_NAMES
-from tasks.judge import balanced_frechet, balanced_subset, evaluate_run, per_class_frechet, train_judge_run
+from model.metrics import balanced_frechet, balanced_subset, per_class_frechet
+from tasks.evaluate import evaluate_run
+from tasks.judge import train_judge_run
 from tasks.prior import train_prior_run
 from tasks.vqvae import train_vqvae_run
 from tests.conftest import TINY_PRIOR, TINY_VQVAE
@@ -29,12 +31,9 @@ def load_npy(run_id: str, path: str) -> np.ndarray:
 
 
 def cli() -> typer.Typer:
-    """The two commands registered as cli/main.py does, on an app of their own."""
-    from cli.evaluate import evaluate_cmd, train_judge_cmd
+    """The `galaxy` app, in-process."""
+    from cli.main import app
 
-    app = typer.Typer()
-    app.command("judge")(train_judge_cmd)
-    app.command("evaluate")(evaluate_cmd)
     return app
 
 
@@ -60,7 +59,7 @@ def test_per_class_frechet_skips_classes_with_fewer_than_two_images():
     f1, y1 = rng.normal(size=(7, 3)), np.array([0, 0, 0, 1, 1, 2, 2])
     f2, y2 = f1.copy(), np.array([0, 0, 0, 1, 1, 2, 3])
     notes: list[str] = []
-    out = per_class_frechet(f1, y1, f2, y2, 4, "a vs b", notes)
+    out = per_class_frechet(f1, y1, f2, y2, CLASS_NAMES[:4], "a vs b", notes)
     assert out[:2] == pytest.approx([0.0, 0.0], abs=1e-6)
     assert np.isnan(out[2]) and np.isnan(out[3])
     assert len(notes) == 1 and notes[0].startswith("a vs b: per-class FD skipped")
@@ -79,7 +78,7 @@ def test_train_judge_run_logs_and_registers(mlflow_store, tiny_data):
     assert {"judge/confusion.png", "judge/precision_recall.png"} <= artifact_names(ref.run_id, "judge")
     # test metrics agree with the logged labels and predictions
     y_true, y_pred = load_npy(ref.run_id, "judge/test_labels_and_predictions.npy")
-    report = J.classification_report(y_true, y_pred)
+    report = J.classification_report(y_true, y_pred, len(CLASS_NAMES))
     assert m["test_accuracy"] == pytest.approx(report["accuracy"]) == pytest.approx(ref.metrics["test_accuracy"])
     assert m["test_precision_5_barred_spiral"] == pytest.approx(report["precision"][5])
     assert m["test_recall_3_in_between_round_smooth"] == pytest.approx(report["recall"][3])
@@ -98,8 +97,8 @@ def test_train_judge_run_logs_and_registers(mlflow_store, tiny_data):
 def test_evaluate_run_and_commands(mlflow_store, tiny_data):
     runner = CliRunner()
     vq = train_vqvae_run(tiny_data, "demo", epochs=1, overrides=TINY_VQVAE)
-    pr = train_prior_run(vq.model_uri, tiny_data, "demo", epochs=1, overrides=TINY_PRIOR, grids=False)
-    judged = runner.invoke(cli(), ["judge", "--data", str(tiny_data), "--set", "widths=[4,8]", "--set", "batch_size=16",
+    pr = train_prior_run(vq.model_uri, tiny_data, "demo", epochs=1, overrides=TINY_PRIOR)
+    judged = runner.invoke(cli(), ["train", "judge", "--data", str(tiny_data), "--set", "widths=[4,8]", "--set", "batch_size=16",
                                    "--set", "device=cpu", "--epochs", "2"])
     assert judged.exit_code == 0, judged.output
     assert "test accuracy" in judged.stdout and "models:/galaxy-judge/1" in judged.stdout

@@ -11,7 +11,9 @@ import mlflow
 import numpy as np
 import pytest
 
-from tasks.prior import tokenize_dataset, train_prior_run
+from tasks.prior import train_prior_run
+from tasks.samples import log_sampling_grids
+from tasks.tokens import tokenize_dataset
 from tasks.vqvae import train_vqvae_run
 from tests.conftest import TINY_PRIOR, TINY_VQVAE
 
@@ -22,6 +24,7 @@ GALAXY = str(Path(sys.executable).with_name("galaxy"))
 def trained(mlflow_store, tiny_data):
     vq = train_vqvae_run(tiny_data, "demo", epochs=1, overrides=TINY_VQVAE)
     pr = train_prior_run(vq.model_uri, tiny_data, "demo", epochs=2, overrides=TINY_PRIOR)
+    log_sampling_grids(pr.run_id, pr.model_uri)
     return vq, pr, tiny_data
 
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -15,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.vqvae import load_vqvae_from_uri, train_vqvae_run
+from tasks.faults import EXIT_CODE
+from tasks.registry import load_vqvae
+from tasks.vqvae import train_vqvae_run
 from tests.conftest import TINY_VQVAE, make_galaxy10
 
 
@@ -27,8 +27,8 @@ def test_run_logs_everything_and_registered_model_reproduces(mlflow_store, tiny_
     ref = train_vqvae_run(tiny_data, "demo", epochs=2, overrides=TINY_VQVAE)
     run = mlflow.get_run(ref.run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.params["model.codebook_size"] == "32" and run.data.params["train.epochs"] == "2"
-    assert run.data.params["model.grid"] == "8"  # derived: 32 px / 2**2
+    assert run.data.params["model.codebook_size"] == "32" and run.data.params["model.epochs"] == "2"
+    assert run.data.params["model_grid"] == "8"  # derived: 32 px / 2**2
     assert {"git_commit", "data_key", "data_sha256", "device", "synthetic"} <= set(run.data.tags)
     history = mlflow.MlflowClient().get_metric_history(ref.run_id, "val_psnr")
     assert [m.step for m in history] == [1, 2]
@@ -43,8 +43,12 @@ def test_run_logs_everything_and_registered_model_reproduces(mlflow_store, tiny_
     np.testing.assert_array_equal(loaded.predict(originals), artifact(ref.run_id, "reconstructions/reconstructions.npy"))
     indices = loaded.predict(originals, params={"output": "indices"})
     assert indices.shape == (len(originals), 8, 8) and indices.max() < 32
-    vqvae, ckpt = load_vqvae_from_uri("models:/galaxy-vqvae/1")
+    vqvae, ckpt = load_vqvae("models:/galaxy-vqvae/1")
     assert not vqvae.training and ckpt["epoch"] == 2
+    # the same call again: the run is complete, nothing is trained or registered again
+    again = train_vqvae_run(tiny_data, "demo", epochs=2, overrides=TINY_VQVAE)
+    assert again.already_complete and (again.run_id, again.model_uri) == (ref.run_id, ref.model_uri)
+    assert len(mlflow.MlflowClient().search_model_versions("name='galaxy-vqvae'")) == 1
 
 
 def test_champion_alias_follows_the_best_version(mlflow_store, tiny_data):
@@ -63,19 +67,12 @@ def test_killed_run_resumes_from_its_checkpoint(mlflow_store):
     args = [galaxy, "train", "vqvae", "--data", "p", "--epochs", "6"] + [
         f"--set={k}={json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in TINY_VQVAE.items()
     ]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    checkpoint = None
-    deadline = time.time() + 240
-    while time.time() < deadline and checkpoint is None:
-        found = list(Path("runs").glob("vqvae-*/checkpoint.pt"))
-        checkpoint = found[0] if found else None
-        time.sleep(0.05)
-    assert checkpoint is not None, proc.communicate()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_at_kill = torch.load(checkpoint, weights_only=True)["epoch"]
-    assert 1 <= done_at_kill < 6
-    run_id = json.loads((checkpoint.parent / "mlflow_run.json").read_text())["run_id"]
+    killed = subprocess.run(args, env={**env, "GALAXY_FAIL_AFTER_EPOCH": "2"}, capture_output=True, text=True)
+    assert killed.returncode == EXIT_CODE, killed.stderr  # died right after epoch 2's checkpoint, like a SIGKILL
+    (checkpoint,) = Path("runs").glob("vqvae-*/checkpoint.pt")
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 2
+    run_id = json.loads((checkpoint.parent / "run.json").read_text())["run_id"]
+    assert mlflow.get_run(run_id).info.status == "RUNNING"  # nothing ended it
 
     again = subprocess.run(args, env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
@@ -89,4 +86,4 @@ def test_bad_model_uri_is_one_line(mlflow_store):
     from model.errors import UserError
 
     with pytest.raises(UserError, match="models:/galaxy-vqvae/9: no such model"):
-        load_vqvae_from_uri("models:/galaxy-vqvae/9")
+        load_vqvae("models:/galaxy-vqvae/9")

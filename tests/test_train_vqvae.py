@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
+from model.checkpoint import load_model
 from model.errors import UserError
 from model.train_vqvae import (
-    TrainConfig,
-    augment_batch,
     evaluate_vqvae,
     reconstruct_images,
     train_vqvae,
 )
 from model.utils import uint8_to_unit, unit_to_uint8
-from model.vqvae import VQVAEConfig, load_vqvae
+from model.training import augment_square
+from model.vqvae import VQVAE, VQVAEConfig
 
-MODEL = VQVAEConfig(image_size=16, widths=(8, 16), embedding_dim=8, codebook_size=16)
-TRAIN = TrainConfig(epochs=2, batch_size=8, lr=3e-3, seed=0, device="cpu", eval_batch_size=16)
+MODEL = VQVAEConfig(
+    image_size=16, widths=(8, 16), embedding_dim=8, codebook_size=16,
+    epochs=2, batch_size=8, lr=3e-3, seed=0, device="cpu", eval_batch_size=16,
+)
 
 
 def blobs(n: int, size: int = 16, seed: int = 0) -> np.ndarray:
@@ -53,7 +57,7 @@ def dihedral(img: torch.Tensor) -> list[torch.Tensor]:
 def test_augment_keeps_shape_and_applies_a_square_symmetry():
     g = torch.Generator().manual_seed(0)
     batch = torch.randint(0, 256, (64, 6, 6, 3), dtype=torch.uint8)
-    out = augment_batch(batch, g)
+    out = augment_square(batch, g)
     assert out.shape == batch.shape and out.dtype == torch.uint8
     seen = set()
     for src, dst in zip(batch, out):
@@ -62,13 +66,13 @@ def test_augment_keeps_shape_and_applies_a_square_symmetry():
         assert torch.equal(torch.sort(src.flatten()).values, torch.sort(dst.flatten()).values)
         seen.add(matches[0])
     assert seen == set(range(8))  # every symmetry occurs in a batch of 64
-    again = augment_batch(batch, torch.Generator().manual_seed(0))
+    again = augment_square(batch, torch.Generator().manual_seed(0))
     assert torch.equal(out, again)  # the generator alone decides
 
 
 def test_augment_rejects_non_square():
     with pytest.raises(ValueError):
-        augment_batch(torch.zeros(2, 4, 6, 3, dtype=torch.uint8), torch.Generator())
+        augment_square(torch.zeros(2, 4, 6, 3, dtype=torch.uint8), torch.Generator())
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -78,9 +82,8 @@ def test_training_reduces_loss_and_logs_every_epoch(data, tmp_path):
     train, val = data
     logged: list[tuple[dict, int]] = []
     steps: list[tuple[int, int]] = []
-    cfg = TrainConfig(**{**TRAIN.to_dict(), "epochs": 6})
+    cfg = replace(MODEL, epochs=6)
     result = train_vqvae(
-        MODEL,
         cfg,
         train,
         val,
@@ -101,13 +104,13 @@ def test_training_reduces_loss_and_logs_every_epoch(data, tmp_path):
 
 def test_resume_matches_an_uninterrupted_run_exactly(data, tmp_path):
     train, val = data
-    straight = train_vqvae(MODEL, TRAIN, train, val)
+    straight = train_vqvae(MODEL, train, val)
 
     ckpt = tmp_path / "vqvae.pt"
-    one = TrainConfig(**{**TRAIN.to_dict(), "epochs": 1})
-    train_vqvae(MODEL, one, train, val, checkpoint_path=ckpt)
+    one = replace(MODEL, epochs=1)
+    train_vqvae(one, train, val, checkpoint_path=ckpt)
     assert torch.load(ckpt, weights_only=True)["epoch"] == 1
-    resumed = train_vqvae(MODEL, TRAIN, train, val, checkpoint_path=ckpt)
+    resumed = train_vqvae(MODEL, train, val, checkpoint_path=ckpt)
 
     assert [h["epoch"] for h in resumed.history] == [1.0, 2.0]
     a, b = params(straight.model), params(resumed.model)
@@ -117,27 +120,27 @@ def test_resume_matches_an_uninterrupted_run_exactly(data, tmp_path):
     assert resumed.history[1]["train_loss"] == straight.history[1]["train_loss"]
 
     # a finished checkpoint resumes to "nothing left to do"; resume=False starts again from scratch
-    again = train_vqvae(MODEL, TRAIN, train, val, checkpoint_path=ckpt, log=lambda m, s: pytest.fail("trained"))
+    again = train_vqvae(MODEL, train, val, checkpoint_path=ckpt, log=lambda m, s: pytest.fail("trained"))
     assert len(again.history) == 2
-    fresh = train_vqvae(MODEL, one, train, val, checkpoint_path=ckpt, resume=False)
+    fresh = train_vqvae(one, train, val, checkpoint_path=ckpt, resume=False)
     assert len(fresh.history) == 1 and torch.load(ckpt, weights_only=True)["epoch"] == 1
 
 
 def test_resume_refuses_a_different_model(data, tmp_path):
     train, val = data
     ckpt = tmp_path / "vqvae.pt"
-    one = TrainConfig(**{**TRAIN.to_dict(), "epochs": 1})
-    train_vqvae(MODEL, one, train, val, checkpoint_path=ckpt)
+    one = replace(MODEL, epochs=1)
+    train_vqvae(one, train, val, checkpoint_path=ckpt)
     other = VQVAEConfig(**{**MODEL.to_dict(), "codebook_size": 32})
-    with pytest.raises(UserError, match="different model config"):
-        train_vqvae(other, TRAIN, train, val, checkpoint_path=ckpt)
+    with pytest.raises(UserError, match="different architecture"):
+        train_vqvae(other, train, val, checkpoint_path=ckpt)
 
 
 def test_on_epoch_end_can_stop_or_raise(data, tmp_path):
     train, val = data
-    cfg = TrainConfig(**{**TRAIN.to_dict(), "epochs": 5})
+    cfg = replace(MODEL, epochs=5)
     seen: list[int] = []
-    result = train_vqvae(MODEL, cfg, train, val, on_epoch_end=lambda e, m: seen.append(e) or e == 2)
+    result = train_vqvae(cfg, train, val, on_epoch_end=lambda e, m: seen.append(e) or e == 2)
     assert seen == [1, 2] and len(result.history) == 2
 
     class Pruned(Exception):
@@ -148,18 +151,18 @@ def test_on_epoch_end_can_stop_or_raise(data, tmp_path):
 
     ckpt = tmp_path / "vqvae.pt"
     with pytest.raises(Pruned):
-        train_vqvae(MODEL, cfg, train, val, checkpoint_path=ckpt, on_epoch_end=prune)
+        train_vqvae(cfg, train, val, checkpoint_path=ckpt, on_epoch_end=prune)
     assert torch.load(ckpt, weights_only=True)["epoch"] == 1  # the checkpoint is written before the callback
 
 
 def test_bad_images_are_user_errors(data):
     train, val = data
     with pytest.raises(UserError, match="expects 16x16x3"):
-        train_vqvae(MODEL, TRAIN, blobs(8, size=32), val)
+        train_vqvae(MODEL, blobs(8, size=32), val)
     with pytest.raises(UserError, match="uint8"):
-        train_vqvae(MODEL, TRAIN, train.astype(np.float32), val)
+        train_vqvae(MODEL, train.astype(np.float32), val)
     with pytest.raises(UserError, match="val_images"):
-        train_vqvae(MODEL, TRAIN, train, val[:0])
+        train_vqvae(MODEL, train, val[:0])
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -168,7 +171,7 @@ def test_bad_images_are_user_errors(data):
 def test_evaluate_and_reconstruct_agree_with_the_model_and_its_checkpoint(data, tmp_path):
     train, val = data
     ckpt = tmp_path / "vqvae.pt"
-    result = train_vqvae(MODEL, TRAIN, train, val, checkpoint_path=ckpt)
+    result = train_vqvae(MODEL, train, val, checkpoint_path=ckpt)
     model = result.model
     ev = evaluate_vqvae(model, val, batch_size=5)
     assert ev["indices"].shape == (16, MODEL.grid, MODEL.grid)
@@ -181,14 +184,5 @@ def test_evaluate_and_reconstruct_agree_with_the_model_and_its_checkpoint(data, 
     recon = reconstruct_images(model, val, batch_size=5)
     assert recon.dtype == np.uint8 and recon.shape == val.shape
     assert np.array_equal(recon, unit_to_uint8(model.reconstruct(x)))
-    loaded, _ = load_vqvae(ckpt)
+    loaded, _ = load_model(ckpt, VQVAE)
     assert np.array_equal(reconstruct_images(loaded, val), recon)  # the stored model reproduces them exactly
-
-
-def test_train_config_round_trip():
-    d = TRAIN.to_dict()
-    assert TrainConfig.from_dict(d) == TRAIN
-    with pytest.raises(ValueError):
-        TrainConfig.from_dict({**d, "nope": 1})
-    with pytest.raises(ValueError):
-        TrainConfig(batch_size=0)

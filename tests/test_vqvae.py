@@ -8,17 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from model.checkpoint import load_model, save_checkpoint
+from model.config import from_preset
 from model.errors import UserError
-from model.vqvae import (
-    PRESETS,
-    VQVAE,
-    SimpleQuantizer,
-    VQVAEConfig,
-    evaluating,
-    load_vqvae,
-    preset,
-    save_checkpoint,
-)
+from model.utils import evaluating
+from model.vqvae import PRESETS, VQVAE, SimpleQuantizer, VQVAEConfig, lucidrains_defaults
 
 TINY = dict(image_size=16, widths=(8, 16), embedding_dim=12, codebook_size=32)
 
@@ -79,27 +73,31 @@ def test_config_derived_sizes_and_round_trip():
     ],
 )
 def test_config_rejects_bad_values(kw):
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match="VQVAEConfig"):
         VQVAEConfig(**kw)
 
 
 def test_from_dict_rejects_unknown_keys():
-    with pytest.raises(ValueError, match="bogus"):
+    with pytest.raises(UserError, match="bogus"):
         VQVAEConfig.from_dict({**VQVAEConfig().to_dict(), "bogus": 1})
 
 
 def test_presets_and_overrides():
     assert set(PRESETS) >= {"article", "demo"}
-    mc, tc = preset("article")
+    mc = from_preset(PRESETS, "article")
     assert (mc.image_size, mc.widths, mc.embedding_dim, mc.codebook_size) == (128, (32, 64, 128), 256, 1024)
-    assert (tc.epochs, tc.batch_size, tc.lr) == (500, 64, 3e-4)
-    mc, tc = preset("demo", image_size=32, epochs=1, seed=3)
-    assert (mc.image_size, tc.epochs, tc.seed) == (32, 1, 3)
+    assert (mc.epochs, mc.batch_size, mc.lr) == (500, 64, 3e-4)
+    mc = from_preset(PRESETS, "demo", image_size=32, epochs=1, seed=3)
+    assert (mc.image_size, mc.epochs, mc.seed) == (32, 1, 3)
     assert mc.grid == 32 // mc.downsample
-    with pytest.raises(ValueError):
-        preset("demo", not_a_field=1)
     with pytest.raises(UserError):
-        preset("huge")
+        from_preset(PRESETS, "demo", not_a_field=1)
+    with pytest.raises(UserError):
+        from_preset(PRESETS, "huge")
+    with pytest.raises(UserError, match="only apply to quantizer='lucidrains'"):  # demo sets kmeans_init
+        from_preset(PRESETS, "demo", quantizer="simple")
+    simple = from_preset(PRESETS, "demo", quantizer="simple", **lucidrains_defaults())
+    assert simple.quantizer == "simple" and not simple.kmeans_init
 
 
 # ---------------------------------------------------------------------------------------------- shapes
@@ -108,7 +106,8 @@ def test_presets_and_overrides():
 @pytest.mark.parametrize("name", sorted(PRESETS))
 @pytest.mark.parametrize("quantizer", ["lucidrains", "simple"])
 def test_preset_shapes_at_32px(name, quantizer):
-    mc, _ = preset(name, image_size=32, quantizer=quantizer)
+    extra = lucidrains_defaults() if quantizer == "simple" else {}
+    mc = from_preset(PRESETS, name, image_size=32, quantizer=quantizer, **extra)
     model = VQVAE(mc)
     x = images(2, 32)
     out = model(x)
@@ -224,23 +223,21 @@ def test_simple_quantizer_codebook_learns_from_loss():
 
 @pytest.mark.parametrize("kw", [dict(kmeans_init=True, codebook_dim=4), dict(quantizer="simple")])
 def test_checkpoint_round_trip(tmp_path, kw):
-    from model.train_vqvae import TrainConfig
-
     model = VQVAE(VQVAEConfig(**{**TINY, **kw}))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = images()
     trained_step(model, x)
     opt.step()
     path = tmp_path / "sub" / "vqvae.pt"
-    save_checkpoint(path, model, opt, 3, TrainConfig(epochs=3), extra={"note": "hi"})
+    save_checkpoint(path, model, optimizer=opt, epoch=3, note="hi")
     assert [p.name for p in path.parent.iterdir()] == ["vqvae.pt"]  # no temp file left behind
 
     raw = torch.load(path, map_location="cpu", weights_only=True)
-    assert raw["epoch"] == 3 and raw["note"] == "hi" and raw["train_config"]["epochs"] == 3
-    assert json.loads(json.dumps(raw["model_config"])) == model.config.to_dict()
+    assert raw["epoch"] == 3 and raw["note"] == "hi" and raw["kind"] == "vqvae"
+    assert json.loads(json.dumps(raw["config"])) == model.config.to_dict()
     assert isinstance(raw["rng"]["torch"], torch.Tensor)
 
-    loaded, ckpt = load_vqvae(path)
+    loaded, ckpt = load_model(path, VQVAE)
     assert not loaded.training and ckpt["epoch"] == 3
     assert states_equal(state_copy(model), state_copy(loaded))
     model.eval()
@@ -249,17 +246,23 @@ def test_checkpoint_round_trip(tmp_path, kw):
     raw["model"]["encoder.0.extra"] = torch.zeros(1)  # strict load refuses foreign keys
     torch.save(raw, path)
     with pytest.raises(RuntimeError, match="Unexpected key"):
-        load_vqvae(path)
+        load_model(path, VQVAE)
 
 
-def test_load_vqvae_reports_bad_files(tmp_path):
+def test_load_model_reports_bad_files(tmp_path):
+    from model.prior import ConditionalPrior
+
     with pytest.raises(UserError, match="not found"):
-        load_vqvae(tmp_path / "missing.pt")
+        load_model(tmp_path / "missing.pt", VQVAE)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="not a readable checkpoint"):
-        load_vqvae(bad)
+        load_model(bad, VQVAE)
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(1)}, other)
-    with pytest.raises(UserError, match="not a VQ-VAE checkpoint"):
-        load_vqvae(other)
+    with pytest.raises(UserError, match="not a vqvae checkpoint"):
+        load_model(other, VQVAE)
+    vqvae_file = tmp_path / "vqvae.pt"
+    save_checkpoint(vqvae_file, VQVAE(VQVAEConfig(**TINY)))
+    with pytest.raises(UserError, match="is a vqvae checkpoint, not a prior one"):
+        load_model(vqvae_file, ConditionalPrior)

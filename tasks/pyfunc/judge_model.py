@@ -10,10 +10,13 @@ Logged as models-from-code; the weights travel as the artifact ``checkpoint``. T
 
 from __future__ import annotations
 
+from typing import Any
+
 import mlflow
 import numpy as np
 
-from model.judge import load_judge, predict
+from model.checkpoint import load_model
+from model.judge import MorphologyCNN, predict
 from model.utils import pick_device
 
 
@@ -22,10 +25,10 @@ class JudgeModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         self.device = pick_device()
-        self.judge, self.checkpoint = load_judge(context.artifacts["checkpoint"], map_location="cpu")
+        self.judge, self.checkpoint = load_model(context.artifacts["checkpoint"], MorphologyCNN)
         self.judge.to(self.device).eval()
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
         images = np.asarray(model_input, dtype=np.uint8)
         output = (params or {}).get("output", "probs")
         if output not in ("probs", "features"):

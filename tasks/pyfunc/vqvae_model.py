@@ -6,13 +6,16 @@ Logged as models-from-code; the weights travel as the artifact ``checkpoint``. T
 
 from __future__ import annotations
 
+from typing import Any
+
 import mlflow
 import numpy as np
 import torch
 
+from model.checkpoint import load_model
 from model.train_vqvae import reconstruct_images
 from model.utils import pick_device, uint8_to_unit
-from model.vqvae import load_vqvae
+from model.vqvae import VQVAE
 
 
 class VQVAEModel(mlflow.pyfunc.PythonModel):
@@ -20,10 +23,10 @@ class VQVAEModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         self.device = pick_device()
-        self.vqvae, self.checkpoint = load_vqvae(context.artifacts["checkpoint"], map_location="cpu")
+        self.vqvae, self.checkpoint = load_model(context.artifacts["checkpoint"], VQVAE)
         self.vqvae.to(self.device).eval()
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
         images = np.asarray(model_input, dtype=np.uint8)
         output = (params or {}).get("output", "reconstruction")
         if output == "indices":

@@ -1,8 +1,9 @@
 """The article's sampling loop, kept as the reference the cached sampler is tested and timed against.
 
 Each step re-runs the model's full forward on the whole prefix plus a dummy token (the forward drops
-the last token), and guidance runs the conditional and unconditional passes separately. Its random
-draws are made exactly as in ``ConditionalPrior.generate`` (one ``multinomial(probs (N, K), 1)`` per
+the last token), and guidance runs the conditional and unconditional passes separately and mixes them
+with its own copy of the formula (an oracle independent of ``model.sampling.guided_logits``). Its random
+draws are made exactly as in ``model.sampling.generate`` (one ``multinomial(probs (N, K), 1)`` per
 step, same order), so with one seed both return the same tokens up to floating-point differences.
 
 Dimension letters: N images, L tokens made so far, T tokens per image, K vocabulary.
@@ -12,13 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from model.prior import (
-    ConditionalPrior,
-    check_sampling_args,
-    guided_logits,
-    sample_next,
-    sampling_dtype_logits,
-)
+from model.prior import ConditionalPrior
+from model.sampling import check_sampling_args, sample_next, sampling_dtype_logits
+from model.utils import evaluating
 
 
 @torch.no_grad()
@@ -38,9 +35,7 @@ def reference_generate(
     if labels is not None:
         labels = torch.as_tensor(labels, dtype=torch.long, device=device)
     check_sampling_args(n, model.num_classes, labels, cfg_scale, temperature, top_k, top_p)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         tokens = torch.zeros((n, 0), dtype=torch.long, device=device)  # (N, L)
         for _ in range(model.seq_len):
             dummy = torch.zeros((n, 1), dtype=torch.long, device=device)
@@ -48,13 +43,11 @@ def reference_generate(
             if labels is not None and cfg_scale != 1.0:
                 cond = sampling_dtype_logits(model(x_in, labels)[:, -1])  # (N, K)
                 uncond = sampling_dtype_logits(model(x_in, None)[:, -1])
-                logits = guided_logits(cond, uncond, cfg_scale)
+                logits = cond * cfg_scale + uncond * (1.0 - cfg_scale)  # the article's formula, written out
             elif labels is not None:
                 logits = sampling_dtype_logits(model(x_in, labels)[:, -1])
             else:
                 logits = sampling_dtype_logits(model(x_in, None)[:, -1])
             nxt = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
             tokens = torch.cat([tokens, nxt], dim=1)  # (N, L + 1)
-    finally:
-        model.train(was_training)
     return tokens

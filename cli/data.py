@@ -1,0 +1,76 @@
+"""`galaxy data ...`: synthesize, prepare, inspect and download Galaxy10-format data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.common import user_errors
+
+app = typer.Typer(no_args_is_help=True, help="Galaxy10 data: synthesize, prepare, inspect.")
+
+
+@app.command("synth")
+@user_errors
+def data_synth(
+    out: Path = typer.Option(..., "--out", help="HDF5 file to write (Galaxy10 schema)."),
+    n: int = typer.Option(1000, "--n", min=1, help="Number of images."),
+    size: int = typer.Option(256, "--size", min=16, max=1024, help="Image side in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same file)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Rendering processes (default: CPU count)."),
+) -> None:
+    """Render a synthetic Galaxy10-format file with GalSim."""
+    from tasks.data import synth_file
+
+    path = synth_file(n, size, seed, out=out, workers=workers)
+    typer.echo(f"wrote {path} ({n} images, {size} px, seed {seed})")
+
+
+@app.command("prepare")
+@user_errors
+def data_prepare(
+    out: Path = typer.Option(..., "--out", help="Folder for the prepared dataset."),
+    source: str = typer.Option("synthetic", "--source", help="synthetic, h5:PATH or astronn."),
+    size: int = typer.Option(128, "--size", help="Image side after resizing."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split (and of the synthetic set)."),
+    n: int = typer.Option(3000, "--n", min=1, help="Images in the synthetic set (only for --source synthetic)."),
+) -> None:
+    """Resize, split and store a Galaxy10-format source (cached by content hash)."""
+    from tasks.data import prepare_dataset
+
+    result = prepare_dataset(source, out, size=size, seed=seed, synthetic_n=n)
+    verb = "already prepared, nothing to do" if result.cached else "prepared"
+    typer.echo(f"{result.out}: {verb} (key {result.key}, {result.meta['n']} images, {result.meta['size']} px)")
+
+
+@app.command("info")
+@user_errors
+def data_info(root: Path = typer.Argument(..., help="A prepared dataset folder.")) -> None:
+    """Print image counts per class and split."""
+    from model.data import describe, load_prepared
+
+    typer.echo(describe(load_prepared(root)))
+
+
+@app.command("download")
+@user_errors
+def data_download(
+    out: Path = typer.Option(None, "--out", help="Destination (default: astroNN's cache folder)."),
+    url: str = typer.Option(None, "--url", help="Override the download address."),
+) -> None:
+    """Download the real Galaxy10 DECaLS file (2.54 GB) with a progress bar and SHA256 check."""
+    from model import data as D
+    from model.galaxy10 import FILE_NAME, FILE_URL
+    from tasks.progress import bar
+
+    dest = out or D.astronn_cache_dir() / FILE_NAME
+    with bar(total=None, desc=f"downloading {dest.name}", unit="B") as pbar:
+
+        def progress(have: int, total: int | None) -> None:
+            pbar.total = total
+            pbar.update(have - pbar.n)
+
+        D.download(url or FILE_URL, dest, progress=progress)
+    typer.echo(f"wrote {dest} (checksum verified)")

@@ -1,0 +1,136 @@
+"""Evaluation figures (SPEC E1): the judge's confusion matrix and per-class scores, and how a sampler's samples
+fare against real images (class-conditional accuracy against cfg_scale, Fréchet distances).
+
+Dimension letters: K classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from model.plotting import class_colours
+
+
+def confusion_figure(confusion: np.ndarray, class_names: Sequence[str], title: str = "Judge confusion matrix") -> Figure:
+    """Confusion matrix normalised per true class, each cell annotated with its percentage."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    support = confusion.sum(axis=1, keepdims=True)  # (K, 1)
+    norm = np.divide(confusion, support, out=np.zeros_like(confusion), where=support > 0)  # rows sum to 1
+    k = len(class_names)
+    fig = Figure(figsize=(2.5 + 0.75 * k, 2.0 + 0.65 * k), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of the true class")
+    for i in range(k):
+        for j in range(k):
+            if confusion[i, j] > 0:
+                ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center", fontsize=8,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), list(class_names), rotation=40, ha="right", fontsize=9)
+    ax.set_yticks(range(k), [f"{name} ({int(n)})" for name, n in zip(class_names, support[:, 0])], fontsize=9)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class (support)")
+    acc = np.trace(confusion) / max(confusion.sum(), 1)
+    fig.suptitle(f"{title} (accuracy {100 * acc:.1f}%, % of each true class)", fontsize=11)
+    return fig
+
+
+def class_accuracy_curve_figure(
+    cfg_values: Sequence[float],
+    accuracies_per_class: np.ndarray,
+    overall: Sequence[float],
+    class_names: Sequence[str],
+    title: str = "Does the judge recognise the conditioning class?",
+) -> Figure:
+    """Judge accuracy of samples against cfg_scale: one line per class, overall in black, chance 1/K dashed."""
+    cfg = np.asarray(cfg_values, dtype=np.float64)
+    acc = np.asarray(accuracies_per_class, dtype=np.float64)  # (n_cfg, K)
+    k = len(class_names)
+    colours = class_colours(k)
+    fig = Figure(figsize=(10, 5.5), layout="constrained")
+    ax = fig.subplots()
+    for c, name in enumerate(class_names):
+        ax.plot(cfg, acc[:, c], marker="o", ms=4, lw=1.2, color=colours[c], label=name)
+    ax.plot(cfg, overall, marker="s", lw=3, color="black", label="all classes")
+    ax.axhline(1.0 / k, color="0.5", ls="--", lw=1, label=f"chance (1/{k})")
+    if cfg.min() > 0 and cfg.max() / cfg.min() >= 10:
+        ax.set_xscale("log")
+    ax.set_xticks(cfg, [f"{v:g}" for v in cfg])
+    ax.minorticks_off()
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("classifier-free guidance scale (cfg_scale)")
+    ax.set_ylabel("fraction of samples judged as their class")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
+    ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=12)
+    return fig
+
+
+def precision_recall_figure(report: dict[str, Any], class_names: Sequence[str], title: str = "Judge per-class precision and recall") -> Figure:
+    """Grouped bars of per-class precision and recall from classification_report."""
+    k = len(class_names)
+    x = np.arange(k)
+    fig = Figure(figsize=(2 + 0.8 * k, 4.8), layout="constrained")
+    ax = fig.subplots()
+    ax.bar(x - 0.2, report["precision"], 0.4, label="precision", color="tab:blue")
+    ax.bar(x + 0.2, report["recall"], 0.4, label="recall", color="tab:orange")
+    ax.set_xticks(x, list(class_names), rotation=35, ha="right", fontsize=9)
+    ax.set_ylim(0, 1.15)
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_ylabel("score")
+    ax.legend(loc="upper center", ncol=2, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{title} (accuracy {100 * report['accuracy']:.1f}%)", fontsize=12)
+    return fig
+
+
+def frechet_bars_figure(rows: dict[str, np.ndarray], overall: dict[str, float], class_names: Sequence[str], title: str) -> Figure:
+    """Grouped bars of per-class FD (one bar per compared set), overall values in the legend; log scale."""
+    k = len(class_names)
+    x = np.arange(k)
+    width = 0.8 / max(len(rows), 1)
+    colours = ("tab:gray", "tab:green", "tab:red", "tab:blue")
+    fig = Figure(figsize=(2 + 0.85 * k, 5.2), layout="constrained")
+    ax = fig.subplots()
+    values = np.array([np.asarray(v, dtype=np.float64) for v in rows.values()]).reshape(len(rows), k)  # (sets, K)
+    shown = np.isfinite(values) & (values > 0)
+    log = bool(shown.any())
+    for j, name in enumerate(rows):
+        ax.bar(x - 0.4 + width * (j + 0.5), np.where(shown[j], values[j], np.nan), width, color=colours[j % len(colours)],
+               label=f"{name} (overall {overall.get(name, float('nan')):.3g})")
+    if log:
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(0, 1)
+    for c in range(k):
+        if not np.isfinite(values[:, c]).any():
+            ax.text(c, 0.02, "skipped:\n< 2 images", transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=8, color="0.4")
+    ax.set_xticks(x, list(class_names), rotation=35, ha="right", fontsize=9)
+    ax.set_xlim(-0.6, k - 0.4)
+    ax.set_ylabel("Fréchet distance in judge features (lower is closer)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=len(rows), frameon=False, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=12)
+    return fig
+
+
+def accuracy_curve_figure(
+    cfg_values: Sequence[float],
+    per_class: np.ndarray,
+    overall: Sequence[float],
+    real_acc: float,
+    recon_acc: float,
+    class_names: Sequence[str],
+) -> Figure:
+    """The judge's class-accuracy-vs-cfg curve with the real-test and reconstruction accuracies as reference lines."""
+    fig = class_accuracy_curve_figure(cfg_values, per_class, overall, class_names,
+                                        title="Class-conditional accuracy: samples judged as the class they were asked for")
+    ax = fig.axes[0]
+    ax.axhline(real_acc, color="tab:green", ls=":", lw=2, label=f"real test images ({real_acc:.2f})")
+    ax.axhline(recon_acc, color="tab:purple", ls="-.", lw=2, label=f"VQ-VAE reconstructions ({recon_acc:.2f})")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
+    return fig

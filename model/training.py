@@ -1,0 +1,63 @@
+"""What the three training loops share: the result type, image checks and the square-symmetry augmentation.
+
+Every loop (``train_vqvae``, ``train_prior``, ``train_judge``) takes its model's config, reports through
+``log(metrics, step)`` and ``progress(done_steps, total_steps)`` callbacks, writes a checkpoint with
+``model.checkpoint.save_checkpoint`` after each epoch when given a path, resumes from it, and returns a
+``TrainResult``.
+
+Dimension letters: N images, B batch, H/W height/width, C channels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from model.errors import UserError
+
+Log = Callable[[dict[str, float], int], None]  # log(metrics, step)
+Progress = Callable[[int, int], None]  # progress(done_steps, total_steps)
+
+
+def no_log(metrics: dict[str, float], step: int) -> None:
+    """The default ``log`` callback: drop the metrics."""
+
+
+class TrainResult(NamedTuple):
+    """What every training loop returns."""
+
+    model: nn.Module  # the trained model, eval mode, on the training device
+    history: list[dict[str, float]]  # one metrics dict per epoch
+    metrics: dict[str, float]  # the metrics the model is reported by (the last or the best epoch)
+
+
+def check_images(images: np.ndarray | torch.Tensor, size: int, what: str, channels: int = 3) -> None:
+    """UserError unless ``images`` is a non-empty (N, size, size, channels) uint8 array."""
+    shape = tuple(images.shape)
+    dtype = str(images.dtype).replace("torch.", "")
+    if len(shape) != 4 or shape[0] < 1:
+        raise UserError(what, f"expected a non-empty (N, H, W, C) image array, got shape {shape}")
+    if dtype != "uint8":
+        raise UserError(what, f"expected uint8 images, got {dtype}")
+    if shape[1:] != (size, size, channels):
+        raise UserError(what, f"images are {shape[1]}x{shape[2]}x{shape[3]}, the model expects {size}x{size}x{channels}")
+
+
+def augment_square(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(B, H, W, C) -> same, each image under one of the 8 square symmetries (flips, 90-degree rotations).
+
+    Horizontal flip, vertical flip and transpose, each on with probability 1/2, generate the dihedral group
+    of the square uniformly; the choices come from ``generator`` (a CPU generator) so runs are reproducible.
+    """
+    b, h, w, _ = batch.shape
+    if h != w:
+        raise ValueError(f"augmentation needs square images, got {h}x{w}")
+    flips = torch.rand(3, b, generator=generator) < 0.5  # (3, B): flip W, flip H, transpose
+    flips = flips.to(batch.device).view(3, b, 1, 1, 1)
+    batch = torch.where(flips[0], batch.flip(2), batch)
+    batch = torch.where(flips[1], batch.flip(1), batch)
+    return torch.where(flips[2], batch.transpose(1, 2), batch)

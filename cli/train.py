@@ -1,4 +1,8 @@
-"""`galaxy train ...`: train the VQ-VAE, the prior or the judge (logged to MLflow, registered)."""
+"""`galaxy train ...`: train the VQ-VAE, the prior or the judge (logged to MLflow, registered).
+
+Every training command takes the same options: the prepared data, a preset, an epoch count, ``--set`` overrides
+of any config field, and ``--fresh`` to ignore a checkpoint left by an interrupted run.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +15,31 @@ from cli.common import echo_model, parse_settings, user_errors
 
 app = typer.Typer(no_args_is_help=True, help="Train the VQ-VAE, the prior or the judge (logged to MLflow).")
 
+DATA = typer.Option(..., "--data", help="Prepared dataset folder.")
+PRESET = typer.Option("demo", "--preset", help="demo (CPU, minutes) or article (the article's sizes, a GPU job).")
+EPOCHS = typer.Option(None, "--epochs", min=1, help="Override the preset's epochs.")
+SETTINGS = typer.Option(None, "--set", help="Override any config field, e.g. --set codebook_size=512 (JSON values).")
+FRESH = typer.Option(False, "--fresh", help="Ignore a checkpoint left by an interrupted run.")
+
 
 @app.command("vqvae")
 @user_errors
 def train_vqvae_cmd(
-    data: Path = typer.Option(..., "--data", help="Prepared dataset folder."),
-    preset: str = typer.Option("demo", "--preset", help="demo (CPU, minutes) or article (GPU, 500 epochs)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override the preset's epochs."),
-    settings: Optional[list[str]] = typer.Option(None, "--set", help="Override any config field: --set codebook_size=512."),
-    fresh: bool = typer.Option(False, "--fresh", help="Ignore a checkpoint left by an interrupted run."),
+    data: Path = DATA,
+    preset: str = PRESET,
+    epochs: Optional[int] = EPOCHS,
+    settings: Optional[list[str]] = SETTINGS,
+    fresh: bool = FRESH,
 ) -> None:
     """Train a VQ-VAE, log it to MLflow and register it as galaxy-vqvae."""
     from tasks.vqvae import train_vqvae_run
 
     ref = train_vqvae_run(data, preset, epochs=epochs, overrides=parse_settings(settings), resume=not fresh)
     m = ref.metrics
-    typer.echo(f"run {ref.run_id}: val PSNR {m['final_val_psnr']:.2f} dB, utilisation {m['final_val_utilisation']:.1%}, perplexity {m['final_val_perplexity']:.1f}")
+    typer.echo(
+        f"run {ref.run_id}: val PSNR {m['final_val_psnr']:.2f} dB, utilisation {m['final_val_utilisation']:.1%}, "
+        f"perplexity {m['final_val_perplexity']:.1f}"
+    )
     echo_model(ref, "galaxy-vqvae")
 
 
@@ -34,12 +47,12 @@ def train_vqvae_cmd(
 @user_errors
 def train_prior_cmd(
     vqvae: str = typer.Option(..., "--vqvae", help="Registered VQ-VAE, e.g. models:/galaxy-vqvae@champion."),
-    data: Path = typer.Option(..., "--data", help="Prepared dataset folder."),
-    preset: str = typer.Option("demo", "--preset", help="demo (CPU, minutes) or article (GPU)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override the preset's epochs."),
-    settings: Optional[list[str]] = typer.Option(None, "--set", help="Override any prior config field: --set layers=4."),
+    data: Path = DATA,
+    preset: str = PRESET,
+    epochs: Optional[int] = EPOCHS,
+    settings: Optional[list[str]] = SETTINGS,
     grids: bool = typer.Option(True, "--grids/--no-grids", help="Log the sampling grids when training ends."),
-    fresh: bool = typer.Option(False, "--fresh", help="Ignore a checkpoint left by an interrupted run."),
+    fresh: bool = FRESH,
 ) -> None:
     """Train the class-conditional prior on the VQ-VAE's codes and register galaxy-sampler."""
     from tasks.prior import train_prior_run
@@ -60,16 +73,20 @@ def train_prior_cmd(
 @app.command("judge")
 @user_errors
 def train_judge_cmd(
-    data: Path = typer.Option(..., "--data", help="Prepared dataset folder."),
-    preset: str = typer.Option("demo", "--preset", help="demo (CPU, minutes) or article (GPU)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override the preset's epochs."),
-    settings: Optional[list[str]] = typer.Option(None, "--set", help="Override any judge config field: --set widths=[16,32,64]."),
+    data: Path = DATA,
+    preset: str = PRESET,
+    epochs: Optional[int] = EPOCHS,
+    settings: Optional[list[str]] = SETTINGS,
     limit: Optional[int] = typer.Option(None, "--limit", min=16, help="Use only the first N training images."),
+    fresh: bool = FRESH,
 ) -> None:
     """Train the morphology judge on the training split and register it as galaxy-judge."""
     from tasks.judge import train_judge_run
 
-    ref = train_judge_run(data, preset, epochs=epochs, overrides=parse_settings(settings), limit=limit)
+    ref = train_judge_run(data, preset, epochs=epochs, overrides=parse_settings(settings), limit=limit, resume=not fresh)
     m = ref.metrics
-    typer.echo(f"run {ref.run_id}: test accuracy {m['test_accuracy']:.3f} (train {m['train_accuracy']:.3f}, best val {m['best_val_acc']:.3f})")
+    typer.echo(
+        f"run {ref.run_id}: test accuracy {m['test_accuracy']:.3f} "
+        f"(train {m['train_accuracy']:.3f}, best val {m['best_val_acc']:.3f})"
+    )
     echo_model(ref, "galaxy-judge")

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -23,11 +21,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.checkpoint import read_checkpoint, restore_training, save_checkpoint
+from model.checkpoint import restore_training
 from model.config import Config
 from model.errors import UserError
 from model.galaxy10 import NUM_CLASSES
-from model.training import Log, Progress, TrainResult, augment_square, check_images, no_log
+from model.training import Hooks, TrainResult, augment_square, check_images
 from model.utils import as_tensor, evaluating, module_device, pick_device, seed_everything, uint8_to_unit
 
 
@@ -154,19 +152,13 @@ def train_judge(
     train_labels: np.ndarray | torch.Tensor,
     val_images: np.ndarray | torch.Tensor,
     val_labels: np.ndarray | torch.Tensor,
-    *,
-    log: Log = no_log,
-    checkpoint_path: str | Path | None = None,
-    resume: bool = True,
-    progress: Progress | None = None,
-    on_epoch_end: Callable[[int], None] | None = None,
+    hooks: Hooks = Hooks(),
 ) -> TrainResult:
     """Train the judge on (N, H, W, 3) uint8 images with cross-entropy, AdamW and a one-cycle schedule.
 
-    After each epoch ``log(metrics, epoch)`` gets train/val loss and accuracy; ``progress(done_steps,
-    total_steps)`` is called after each step, ``on_epoch_end(epoch)`` after each epoch's checkpoint (written
-    when ``checkpoint_path`` is given; with ``resume`` an existing one is continued). The weights of the best
-    validation-accuracy epoch are kept, and the result's ``metrics`` are that epoch's (with ``best_epoch``).
+    After each epoch ``hooks.end_epoch`` gets train/val loss and accuracy (checkpoint, log, callback). The
+    weights of the best validation-accuracy epoch are kept, and the result's ``metrics`` are that epoch's
+    (with ``best_epoch``).
     """
     check_images(train_images, config.image_size, "train_images")
     check_images(val_images, config.image_size, "val_images")
@@ -193,9 +185,9 @@ def train_judge(
     history: list[dict[str, float]] = []
     best_acc, best_epoch, best_state = -1.0, 0, None
     start_epoch = 0
-    if checkpoint_path is not None and resume and Path(checkpoint_path).is_file():
-        ckpt = read_checkpoint(checkpoint_path, MorphologyCNN.KIND)
-        start_epoch = restore_training(ckpt, checkpoint_path, model, optimizer)
+    ckpt = hooks.checkpoint(MorphologyCNN.KIND)
+    if ckpt is not None:
+        start_epoch = restore_training(ckpt, hooks.checkpoint_path, model, optimizer)
         schedule.load_state_dict(ckpt["schedule"])
         generator.set_state(ckpt["data_rng"])
         history, best_state = [dict(h) for h in ckpt["history"]], ckpt["best_model"]
@@ -222,8 +214,7 @@ def train_judge(
             optimizer.step()
             schedule.step()
             sums += torch.stack([loss.detach() * len(y), (logits.argmax(1) == y).sum()]).double()
-            if progress is not None:
-                progress(epoch * steps_per_epoch + i + 1, total)
+            hooks.step(epoch * steps_per_epoch + i + 1, total)
         train_loss, train_correct = (sums / max(steps_per_epoch * batch_size, 1)).tolist()
         val_loss, val_acc = _evaluate(model, val_data, val_y, config.eval_batch_size)
         metrics = {
@@ -236,17 +227,13 @@ def train_judge(
             "epoch_time_s": time.perf_counter() - t0,
         }
         history.append(metrics)
-        log(metrics, epoch + 1)
         if val_acc > best_acc:
             best_acc, best_epoch = val_acc, epoch + 1
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if checkpoint_path is not None:
-            save_checkpoint(
-                checkpoint_path, model, optimizer=optimizer, epoch=epoch + 1, history=history,
-                schedule=schedule.state_dict(), data_rng=generator.get_state(), best_model=best_state,
-            )
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1)
+        state = dict(optimizer=optimizer, history=history, schedule=schedule.state_dict(),
+                     data_rng=generator.get_state(), best_model=best_state)
+        if hooks.end_epoch(model, epoch + 1, metrics, **state):
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     best = {**history[best_epoch - 1], "best_epoch": float(best_epoch)} if history else {}

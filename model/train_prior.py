@@ -1,6 +1,6 @@
 """Training loop of the conditional prior on cached VQ-VAE token sequences (framework-free).
 
-Metrics go to ``log(metrics, step)``: per epoch (step = epoch number, 1-based) the train loss, the
+Metrics go to ``hooks.log(metrics, step)``: per epoch (step = epoch number, 1-based) the train loss, the
 validation NLL in bits per token (conditional and unconditional), the unigram entropy of the training
 codes (the baseline a prior must beat) and throughput; every ``log_every`` optimiser steps
 ``step_loss`` and ``lr`` (step = global step). A checkpoint is written after every epoch and training
@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from model.checkpoint import read_checkpoint, restore_training, save_checkpoint
+from model.checkpoint import restore_training
 from model.errors import UserError
 from model.metrics import code_counts, entropy_nats
 from model.prior import ConditionalPrior, PriorConfig
-from model.training import Log, Progress, TrainResult, no_log
+from model.training import Hooks, TrainResult
 from model.utils import evaluating, module_device, pick_device, seed_everything
 
 LN2 = math.log(2.0)
@@ -110,17 +108,11 @@ def train_prior(
     train_labels: np.ndarray,
     val_tokens: np.ndarray | None = None,
     val_labels: np.ndarray | None = None,
-    *,
-    log: Log = no_log,
-    checkpoint_path: str | Path | None = None,
-    resume: bool = True,
-    progress: Progress | None = None,
-    on_epoch_end: Callable[[int], None] | None = None,
+    hooks: Hooks = Hooks(),
 ) -> TrainResult:
-    """Train a ConditionalPrior on tokens (N, T) with labels (N,); checkpoint each epoch; resume if asked.
+    """Train a ConditionalPrior on tokens (N, T) with labels (N,); ``hooks.end_epoch`` after each epoch.
 
-    ``progress(step, total_steps)`` is called after each optimiser step, ``on_epoch_end(epoch)`` after each
-    epoch's checkpoint.
+    Every ``log_every`` optimiser steps ``hooks.log`` also gets the step loss and learning rate.
     """
     tc = config
     _check_split("train", train_tokens, train_labels, config)
@@ -145,10 +137,9 @@ def train_prior(
     history: list[dict[str, float]] = []
     epoch0, step = 0, 0
 
-    ckpt_path = Path(checkpoint_path) if checkpoint_path is not None else None
-    if ckpt_path is not None and resume and ckpt_path.is_file():
-        ckpt = read_checkpoint(ckpt_path, ConditionalPrior.KIND)
-        epoch0, step = restore_training(ckpt, ckpt_path, model, optimizer), int(ckpt["step"])
+    ckpt = hooks.checkpoint(ConditionalPrior.KIND)
+    if ckpt is not None:
+        epoch0, step = restore_training(ckpt, hooks.checkpoint_path, model, optimizer), int(ckpt["step"])
         history = [dict(h) for h in ckpt["history"]]
 
     for epoch in range(epoch0, tc.epochs):
@@ -173,9 +164,8 @@ def train_prior(
             step += 1
             loss_sum += loss.detach()  # summed on the device: no sync per step
             if tc.log_every and step % tc.log_every == 0:
-                log({"step_loss": float(loss.detach()), "lr": lr}, step)
-            if progress is not None:
-                progress(step, total_steps)
+                hooks.log({"step_loss": float(loss.detach()), "lr": lr}, step)
+            hooks.step(step, total_steps)
         train_loss = float(loss_sum) / steps_per_epoch  # syncs the device before the clock is read
         train_time = time.perf_counter() - t0
         if not math.isfinite(train_loss):
@@ -194,11 +184,8 @@ def train_prior(
             metrics["val_bits_per_token"] = evaluate_nll(model, x_val, y_val, **kw) / LN2
             metrics["val_bits_per_token_uncond"] = evaluate_nll(model, x_val, None, **kw) / LN2
         history.append(metrics)
-        log(metrics, epoch + 1)
-        if ckpt_path is not None:
-            save_checkpoint(ckpt_path, model, optimizer=optimizer, epoch=epoch + 1, history=history, step=step)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1)
+        if hooks.end_epoch(model, epoch + 1, metrics, optimizer=optimizer, history=history, step=step):
+            break
 
     model.eval()
     return TrainResult(model, history, dict(history[-1]) if history else {})

@@ -3,8 +3,8 @@
 Data stay one uint8 tensor (N, H, W, C) on the training device; each batch is indexed from it, augmented
 with random flips / transposes (all 8 symmetries of the square, i.e. flips and 90-degree rotations) and
 converted to floats in [-1, 1] on the device. Convolutions run channels-last (CPU and CUDA); on CUDA the
-step also runs under bf16 autocast. Metrics go to ``log(metrics, epoch)``; a checkpoint is written after
-every epoch and a run resumes from it bit-for-bit on CPU (model, optimizer, global RNG and batch-order generator restored).
+step also runs under bf16 autocast. Metrics and checkpoints go through ``model.training.Hooks``; a run
+resumes from its checkpoint bit-for-bit on CPU (model, optimizer, global RNG and batch-order generator restored).
 
 Dimension letters: N images, B batch, H/W height/width, C channels, h/w latent grid.
 """
@@ -12,17 +12,15 @@ Dimension letters: N images, B batch, H/W height/width, C channels, h/w latent g
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.checkpoint import read_checkpoint, restore_training, save_checkpoint
+from model.checkpoint import restore_training
 from model.metrics import codebook_usage, psnr
-from model.training import Log, Progress, TrainResult, augment_square, check_images, no_log
+from model.training import Hooks, TrainResult, augment_square, check_images
 from model.utils import as_tensor, evaluating, module_device, pick_device, seed_everything, uint8_to_unit, unit_to_uint8
 from model.vqvae import VQVAE, VQVAEConfig
 
@@ -105,20 +103,13 @@ def train_vqvae(
     config: VQVAEConfig,
     train_images: np.ndarray | torch.Tensor,
     val_images: np.ndarray | torch.Tensor,
-    *,
-    log: Log = no_log,
-    checkpoint_path: str | Path | None = None,
-    resume: bool = True,
-    progress: Progress | None = None,
-    on_epoch_end: Callable[[int, dict[str, float]], bool | None] | None = None,
+    hooks: Hooks = Hooks(),
 ) -> TrainResult:
     """Train a VQ-VAE on (N, H, W, C) uint8 images; loss = MSE(x_recon, x) + vq loss, AdamW.
 
-    After each epoch (1-based ``epoch``): validate in eval mode, write the checkpoint (if a path is given),
-    call ``log(metrics, epoch)``, then ``on_epoch_end(epoch, metrics)``: a True return stops training, an
-    exception (e.g. an Optuna prune) propagates. ``progress(done_steps, total_steps)`` is called after each
-    optimizer step, counted over the whole run. With ``resume`` and an existing checkpoint, training
-    continues from its epoch (the checkpoint's architecture must match; the given training settings are used).
+    After each epoch (1-based): validate in eval mode, then ``hooks.end_epoch`` (checkpoint, log, callback;
+    an Optuna prune raised there propagates). With a checkpoint to resume, training continues from its
+    epoch (its architecture must match; the given training settings are used).
     """
     check_images(train_images, config.image_size, "train_images", config.in_channels)
     check_images(val_images, config.image_size, "val_images", config.in_channels)
@@ -135,10 +126,9 @@ def train_vqvae(
     generator = torch.Generator().manual_seed(tc.seed)  # batch order and augmentation (CPU)
 
     start_epoch, history = 0, []
-    checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
-    if checkpoint_path is not None and resume and checkpoint_path.exists():
-        ckpt = read_checkpoint(checkpoint_path, VQVAE.KIND)
-        start_epoch, history = restore_training(ckpt, checkpoint_path, model, optimizer), list(ckpt["history"])
+    ckpt = hooks.checkpoint(VQVAE.KIND)
+    if ckpt is not None:
+        start_epoch, history = restore_training(ckpt, hooks.checkpoint_path, model, optimizer), list(ckpt["history"])
         generator.set_state(ckpt["data_rng"])
         del ckpt
 
@@ -170,8 +160,7 @@ def train_vqvae(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             optimizer.step()
             sums += torch.stack([loss.detach(), recon.detach(), out.vq_loss.detach()]).double()
-            if progress is not None:
-                progress(epoch * steps_per_epoch + i + 1, total_steps)
+            hooks.step(epoch * steps_per_epoch + i + 1, total_steps)
         train_sums = (sums / steps_per_epoch).tolist()  # syncs the device
         train_time = time.perf_counter() - t0
 
@@ -192,12 +181,8 @@ def train_vqvae(
             "images_per_s": steps_per_epoch * batch_size / train_time,
         }
         history.append(metrics)
-        if checkpoint_path is not None:
-            save_checkpoint(
-                checkpoint_path, model, optimizer=optimizer, epoch=epoch + 1, history=history, data_rng=generator.get_state()
-            )
-        log(metrics, epoch + 1)
-        if on_epoch_end is not None and on_epoch_end(epoch + 1, metrics):
+        state = dict(optimizer=optimizer, history=history, data_rng=generator.get_state())
+        if hooks.end_epoch(model, epoch + 1, metrics, **state):
             break
 
     model.to(memory_format=torch.contiguous_format)  # computes like a model rebuilt by load_model

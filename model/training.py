@@ -1,9 +1,10 @@
-"""What the three training loops share: the result type, image checks and the square-symmetry augmentation.
+"""What the three training loops share: hooks, the result type, image checks and the square-symmetry augmentation.
 
-Every loop (``train_vqvae``, ``train_prior``, ``train_judge``) takes its model's config, reports through
-``log(metrics, step)`` and ``progress(done_steps, total_steps)`` callbacks, writes a checkpoint with
-``model.checkpoint.save_checkpoint`` after each epoch when given a path, resumes from it, and returns a
-``TrainResult``.
+Every loop (``train_vqvae``, ``train_prior``, ``train_judge``) takes its model's config, its data and one
+``Hooks``: how it reports (``log(metrics, step)``, ``progress(done_steps, total_steps)``), where it
+checkpoints after each epoch and whether it resumes from there, and what runs after each epoch
+(``on_epoch_end(epoch, metrics)``: a True return stops training, an exception propagates). It returns a
+``TrainResult``. Tasks pass MLflow-backed hooks, tests plain lists.
 
 Dimension letters: N images, B batch, H/W height/width, C channels.
 """
@@ -11,20 +12,56 @@ Dimension letters: N images, B batch, H/W height/width, C channels.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
+from model.checkpoint import read_checkpoint, save_checkpoint
 from model.errors import UserError
 
 Log = Callable[[dict[str, float], int], None]  # log(metrics, step)
 Progress = Callable[[int, int], None]  # progress(done_steps, total_steps)
 
 
+EpochEnd = Callable[[int, dict[str, float]], "bool | None"]  # on_epoch_end(epoch, metrics) -> stop?
+
+
 def no_log(metrics: dict[str, float], step: int) -> None:
     """The default ``log`` callback: drop the metrics."""
+
+
+@dataclass
+class Hooks:
+    """How a training loop reports, checkpoints and resumes (see the module docstring)."""
+
+    log: Log = no_log
+    progress: Progress | None = None
+    on_epoch_end: EpochEnd | None = None
+    checkpoint_path: str | Path | None = None
+    resume: bool = True
+
+    def step(self, done: int, total: int) -> None:
+        """After each optimizer step."""
+        if self.progress is not None:
+            self.progress(done, total)
+
+    def checkpoint(self, kind: str) -> dict[str, Any] | None:
+        """The checkpoint to resume from, if there is one and resuming is asked for."""
+        path = self.checkpoint_path
+        if path is None or not self.resume or not Path(path).is_file():
+            return None
+        return read_checkpoint(path, kind)
+
+    def end_epoch(self, model: nn.Module, epoch: int, metrics: dict[str, float], **state: Any) -> bool:
+        """Checkpoint (model and ``state``), log the metrics, then ``on_epoch_end``; True means stop."""
+        if self.checkpoint_path is not None:
+            save_checkpoint(self.checkpoint_path, model, epoch=epoch, **state)
+        self.log(metrics, epoch)
+        return bool(self.on_epoch_end(epoch, metrics)) if self.on_epoch_end is not None else False
 
 
 class TrainResult(NamedTuple):

@@ -69,30 +69,21 @@ def train_judge_run(
     if len(train_x) < 2 or len(val_x) == 0 or len(test_x) == 0:
         counts = f"train {len(train_x)}, val {len(val_x)}, test {len(test_x)}"
         raise UserError(data_dir, f"too few images to train a judge ({counts})")
-    device = pick_device(config.device)
-    params = {
-        "model": config.to_dict(), "preset": preset_name,
-        "data": {"dir": str(data.root), "key": data.key, "source": data.meta["source"], "synthetic": data.synthetic,
-                 "n_train": len(train_x), "n_val": len(val_x), "n_test": len(test_x)},
-    }
-    trained_on = f"{data.meta['source']} train split"
     run = TrainingRun(
-        "judge", EXPERIMENT, identity=(config.to_dict(), data.key, limit), resume=resume, params=params,
-        run_name=tracking.run_name(f"judge-{preset_name}", data.meta),
-        tags=tracking.base_tags(data.meta, device.type, stage="judge", preset=preset_name, trained_on=trained_on),
+        "judge", EXPERIMENT, config, data, preset_name, identity=(limit,), resume=resume,
+        data_params={"source": data.meta["source"], "synthetic": data.synthetic, "n_train": len(train_x),
+                     "n_val": len(val_x), "n_test": len(test_x)},
+        tags={"trained_on": f"{data.meta['source']} train split"},
     )
     if run.complete:
         return run.complete
     with run:
-        with run.progress(f"training judge ({preset_name})") as progress:
-            result = train_judge(
-                config, train_x, train_y, val_x, val_y, log=run.log, checkpoint_path=run.checkpoint, resume=resume,
-                progress=progress, on_epoch_end=run.epoch_end,
-            )
+        with run.training(f"training judge ({preset_name})") as hooks:
+            result = train_judge(config, train_x, train_y, val_x, val_y, hooks)
         model = result.model
         judge_file = run.folder / "judge.pt"
         save_checkpoint(judge_file, model.cpu(), history=result.history)
-        model.to(device)
+        model.to(pick_device(config.device))
         test_probs, _ = predict(model, test_x)
         test_report = classification_report(test_y, test_probs.argmax(1), config.num_classes)
         train_report = classification_report(train_y, predict(model, train_x)[0].argmax(1), config.num_classes)

@@ -18,8 +18,7 @@ from model.config import from_preset
 from model.data import load_prepared
 from model.prior import PRESETS
 from model.train_prior import train_prior
-from model.utils import pick_device
-from tasks import registry, tracking
+from tasks import registry
 from tasks.cache import stage_cache_key
 from tasks.runs import TrainingRun
 from tasks.tokens import tokenize_dataset
@@ -52,24 +51,16 @@ def train_prior_run(
     train_idx, val_idx = data.indices("train")[:limit], data.indices("val")[: limit and max(limit // 8, 8)]
     x_train, y_train = np.asarray(tokens[train_idx]), data.labels[train_idx].astype(np.int64)
     x_val, y_val = np.asarray(tokens[val_idx]), data.labels[val_idx].astype(np.int64)
-    device = pick_device(config.device)
-    params = {
-        "model": config.to_dict(), "preset": preset_name, "vqvae_uri": vqvae_uri,
-        "data": {"dir": str(data.root), "key": data.key, "n_train": len(x_train), "n_val": len(x_val)},
-    }
     run = TrainingRun(
-        "prior", EXPERIMENT, identity=(config.to_dict(), tokens_dir.name, limit), resume=resume, params=params,
-        run_name=tracking.run_name(f"prior-{preset_name}", data.meta),
-        tags=tracking.base_tags(data.meta, device.type, stage="prior", preset=preset_name, vqvae_uri=vqvae_uri),
+        "prior", EXPERIMENT, config, data, preset_name, identity=(tokens_dir.name, limit), resume=resume,
+        data_params={"n_train": len(x_train), "n_val": len(x_val)}, params={"vqvae_uri": vqvae_uri},
+        tags={"vqvae_uri": vqvae_uri},
     )
     if run.complete:
         return run.complete
     with run:
-        with run.progress(f"training prior ({preset_name})") as progress:
-            result = train_prior(
-                config, x_train, y_train, x_val, y_val, log=run.log, checkpoint_path=run.checkpoint, resume=resume,
-                progress=progress, on_epoch_end=run.epoch_end,
-            )
+        with run.training(f"training prior ({preset_name})") as hooks:
+            result = train_prior(config, x_train, y_train, x_val, y_val, hooks)
         keys = ("val_bits_per_token", "unigram_bits_per_token", "train_bits_per_token")
         metrics = {k: float(result.metrics[k]) for k in keys if k in result.metrics}
         mlflow.log_metrics({f"final_{k}": v for k, v in metrics.items()})

@@ -2,11 +2,12 @@
 
 A stage describes its run (stage name, experiment, identity, tags, params) and gets a ``TrainingRun``:
 
-    run = TrainingRun("vqvae", EXPERIMENT, identity=(config.to_dict(), data.key, limit), ...)
+    run = TrainingRun("vqvae", EXPERIMENT, config, data, preset, data_params={"n_train": ...}, identity=(limit,))
     if run.complete:                       # an identical run already finished: register nothing new
         return run.complete
     with run:                              # a new MLflow run, or the one a killed process left behind
-        result = train(..., log=run.log, checkpoint_path=run.checkpoint, progress=run.progress)
+        with run.training("training vqvae") as hooks:   # progress bar, MLflow metrics, checkpoint, resume
+            result = train_vqvae(config, train, val, hooks)
         ...log metrics and figures...
         return run.register("vqvae", artifacts, signature, example, "galaxy-vqvae", metrics, champion_by=...)
 
@@ -28,6 +29,10 @@ from typing import Any
 
 import mlflow
 
+from model.config import Config
+from model.data import PreparedData
+from model.training import EpochEnd, Hooks
+from model.utils import pick_device
 from tasks import faults, registry, tracking
 from tasks.progress import bar
 
@@ -49,19 +54,28 @@ class TrainingRun:
         self,
         stage: str,
         experiment: str,
+        config: Config,
+        data: PreparedData,
+        preset: str,
         *,
-        identity: Any,
-        run_name: str,
-        tags: dict[str, str],
-        params: dict[str, Any],
+        data_params: dict[str, Any],
+        identity: tuple = (),
+        params: dict[str, Any] | None = None,
+        tags: dict[str, Any] | None = None,
         resume: bool = True,
         nested: bool = False,
         folder: str | Path | None = None,
     ) -> None:
+        """A run of ``stage`` training ``config`` on ``data``; ``identity`` adds to what names its folder (the
+        config, the data and the tracking store), ``params`` and ``tags`` to what the MLflow run records."""
         tracking.setup()
-        self.stage, self.experiment, self.run_name, self.tags, self.params = stage, experiment, run_name, tags, params
-        self.nested = nested
-        key = config_hash(identity, tracking.tracking_uri())
+        self.stage, self.experiment, self.nested, self.resume = stage, experiment, nested, resume
+        self.run_name = tracking.run_name(f"{stage}-{preset}", data.meta)
+        device = pick_device(getattr(config, "device", None)).type
+        self.tags = tracking.base_tags(data.meta, device, stage=stage, preset=preset, **(tags or {}))
+        data_params = {"dir": str(data.root), "key": data.key, **data_params}
+        self.params = {"model": config.to_dict(), "preset": preset, "data": data_params, **(params or {})}
+        key = config_hash(config.to_dict(), data.key, identity, tracking.tracking_uri())
         self.folder = Path(folder) if folder is not None else runs_dir() / f"{stage}-{key}"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.checkpoint = self.folder / "checkpoint.pt"
@@ -103,20 +117,22 @@ class TrainingRun:
         """The training loops' ``log`` callback: metrics to the active MLflow run."""
         tracking.MetricLogger()(metrics, step)
 
-    def epoch_end(self, epoch: int) -> None:
-        """Call after each epoch's checkpoint: fault injection for tests (``GALAXY_FAIL_AFTER_EPOCH``)."""
-        faults.fail_after_epoch(epoch)
-
     @contextmanager
-    def progress(self, desc: str) -> Iterator[Any]:
-        """A progress bar and the ``progress(done, total)`` callback that drives it."""
+    def training(self, desc: str, on_epoch_end: EpochEnd | None = None) -> Iterator[Hooks]:
+        """Hooks for a training loop: a progress bar, metrics to MLflow, this run's checkpoint (resumed when
+        asked), and after each epoch's checkpoint the fault injection of tests, then ``on_epoch_end``."""
+
+        def epoch_end(epoch: int, metrics: dict[str, float]) -> bool | None:
+            faults.fail_after_epoch(epoch)
+            return on_epoch_end(epoch, metrics) if on_epoch_end is not None else None
+
         with bar(total=None, desc=desc, unit="step") as pbar:
 
-            def update(done: int, total: int) -> None:
+            def progress(done: int, total: int) -> None:
                 pbar.total = total
                 pbar.update(done - pbar.n)
 
-            yield update
+            yield Hooks(self.log, progress, epoch_end, self.checkpoint, self.resume)
 
     def register(
         self,

@@ -19,7 +19,7 @@ from model.config import from_preset
 from model.data import load_prepared
 from model.errors import UserError
 from model.train_vqvae import evaluate_vqvae, reconstruct_images, train_vqvae
-from model.utils import image_grid, pick_device
+from model.utils import image_grid
 from model.vqvae import PRESETS, VQVAE
 from tasks import registry, tracking
 from tasks.cache import stage_cache_key
@@ -63,18 +63,10 @@ def train_vqvae_run(
         raise UserError(data_dir, f"images are {data.meta['size']} px but preset {preset_name!r} expects {config.image_size}")
     train_x, _ = data.subset("train", limit)
     val_x, _ = data.subset("val", limit and max(limit // 8, GRID_IMAGES))
-    device = pick_device(config.device)
-    params = {
-        "model": config.to_dict(),
-        "model_grid": config.grid,
-        "model_seq_len": config.seq_len,
-        "data": {"dir": str(data.root), "key": data.key, "n_train": len(train_x), "n_val": len(val_x)},
-        "preset": preset_name,
-    }
     run = TrainingRun(
-        "vqvae", experiment, identity=(config.to_dict(), data.key, limit), resume=resume, nested=nested,
-        run_name=tracking.run_name(f"vqvae-{preset_name}", data.meta), params=params, folder=run_folder,
-        tags=tracking.base_tags(data.meta, device.type, stage="vqvae", preset=preset_name, **(extra_tags or {})),
+        "vqvae", experiment, config, data, preset_name, identity=(limit,), resume=resume, nested=nested,
+        folder=run_folder, data_params={"n_train": len(train_x), "n_val": len(val_x)},
+        params={"model_grid": config.grid, "model_seq_len": config.seq_len}, tags=extra_tags,
     )
     if run.complete:
         return run.complete
@@ -83,18 +75,14 @@ def train_vqvae_run(
         grid_every = max(1, config.epochs // 10)
 
         def epoch_end(epoch: int, metrics: dict) -> Any:
-            run.epoch_end(epoch)
             if epoch % grid_every == 0 or epoch == config.epochs:
                 model, _ = load_model(run.checkpoint, VQVAE)
                 grid = recon_grid(originals, reconstruct_images(model, originals))
                 tracking.log_image(grid, f"reconstructions/epoch_{epoch:04d}.png")
             return on_epoch_end(epoch, metrics) if on_epoch_end else None
 
-        with run.progress(f"training vqvae ({preset_name})") as progress:
-            result = train_vqvae(
-                config, train_x, val_x, log=run.log, checkpoint_path=run.checkpoint, resume=resume,
-                progress=progress, on_epoch_end=epoch_end,
-            )
+        with run.training(f"training vqvae ({preset_name})", epoch_end) as hooks:
+            result = train_vqvae(config, train_x, val_x, hooks)
         model = result.model.cpu()
         final = evaluate_vqvae(model, val_x, device="cpu")
         recons = reconstruct_images(model, originals, device="cpu")

@@ -13,7 +13,7 @@ from model.config import from_preset
 from model.errors import UserError
 from model.galaxy10 import CLASS_NAMES
 from model.plotting import evaluation as figures
-from model.training import augment_square
+from model.training import Hooks, augment_square
 
 TINY = judge.JudgeConfig(image_size=16, num_classes=3, widths=(4, 8), dropout=0.0, epochs=4, batch_size=16,
                          lr=1e-2, weight_decay=0.0, seed=0, device="cpu", eval_batch_size=32)
@@ -40,8 +40,8 @@ def test_training_lowers_the_loss_on_a_toy_task():
     train_x, train_y = colour_task(96, 0)
     val_x, val_y = colour_task(48, 1)
     logged, steps = [], []
-    result = judge.train_judge(TINY, train_x, train_y, val_x, val_y, log=lambda m, s: logged.append((s, m)),
-                               progress=lambda done, total: steps.append((done, total)))
+    hooks = Hooks(log=lambda m, s: logged.append((s, m)), progress=lambda done, total: steps.append((done, total)))
+    result = judge.train_judge(TINY, train_x, train_y, val_x, val_y, hooks)
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < losses[0]
     assert max(h["val_acc"] for h in result.history) > 0.9
@@ -59,15 +59,15 @@ def test_training_resumes_exactly_from_its_checkpoint(tmp_path):
     class Killed(Exception):
         pass
 
-    def kill_after_two(epoch: int) -> None:
+    def kill_after_two(epoch: int, metrics: dict) -> None:
         if epoch == 2:
             raise Killed
 
     ckpt = tmp_path / "judge.pt"
     with pytest.raises(Killed):
-        judge.train_judge(TINY, train_x, train_y, val_x, val_y, checkpoint_path=ckpt, on_epoch_end=kill_after_two)
+        judge.train_judge(TINY, train_x, train_y, val_x, val_y, Hooks(checkpoint_path=ckpt, on_epoch_end=kill_after_two))
     assert torch.load(ckpt, weights_only=True)["epoch"] == 2
-    resumed = judge.train_judge(TINY, train_x, train_y, val_x, val_y, checkpoint_path=ckpt)
+    resumed = judge.train_judge(TINY, train_x, train_y, val_x, val_y, Hooks(checkpoint_path=ckpt))
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
     assert resumed.metrics["best_epoch"] == straight.metrics["best_epoch"]
     for pa, pb in zip(straight.model.parameters(), resumed.model.parameters()):

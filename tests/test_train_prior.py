@@ -10,6 +10,7 @@ import torch
 from model.errors import UserError
 from model.prior import PriorConfig
 from model.train_prior import evaluate_nll, train_prior
+from model.training import Hooks
 
 K, GH, GW = 16, 3, 4  # tiny vocabulary and grid: T = 12
 T = GH * GW
@@ -39,7 +40,7 @@ def test_training_lowers_loss_and_beats_unigram():
     xt, yt = synthetic_tokens(320, 0)
     xv, yv = synthetic_tokens(64, 1)
     logged: list[tuple[dict, int]] = []
-    result = train_prior(tiny_config(dropout=0.0, **TRAIN), xt, yt, xv, yv, log=lambda m, s: logged.append((m, s)))
+    result = train_prior(tiny_config(dropout=0.0, **TRAIN), xt, yt, xv, yv, Hooks(log=lambda m, s: logged.append((m, s))))
     h = result.history
     assert len(h) == 3 and result.metrics == h[-1]
     assert h[-1]["train_loss"] < h[0]["train_loss"] < math.log(K) + 0.5
@@ -69,20 +70,20 @@ def test_training_resume_matches_uninterrupted_run(tmp_path):
 
     path = tmp_path / "prior.pt"
     with pytest.raises(Interrupt):
-        train_prior(cfg, xt, yt, xv, yv, checkpoint_path=path, progress=stop_in_epoch_two)
+        train_prior(cfg, xt, yt, xv, yv, Hooks(checkpoint_path=path, progress=stop_in_epoch_two))
     assert torch.load(path, map_location="cpu", weights_only=True)["epoch"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prior.pt"]  # no temp file left behind
 
-    resumed = train_prior(cfg, xt, yt, xv, yv, checkpoint_path=path)
+    resumed = train_prior(cfg, xt, yt, xv, yv, Hooks(checkpoint_path=path))
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
     for key in ("train_loss", "val_bits_per_token", "val_bits_per_token_uncond"):
         assert [m[key] for m in resumed.history] == [m[key] for m in straight.history]
 
-    done = train_prior(cfg, xt, yt, xv, yv, checkpoint_path=path)  # nothing left to train
+    done = train_prior(cfg, xt, yt, xv, yv, Hooks(checkpoint_path=path))  # nothing left to train
     assert [m["train_loss"] for m in done.history] == [m["train_loss"] for m in straight.history]
     with pytest.raises(UserError, match="different architecture"):
-        train_prior(replace(cfg, layers=1), xt, yt, xv, yv, checkpoint_path=path)
+        train_prior(replace(cfg, layers=1), xt, yt, xv, yv, Hooks(checkpoint_path=path))
 
 
 def test_training_rejects_bad_tokens():

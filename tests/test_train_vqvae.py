@@ -16,7 +16,7 @@ from model.train_vqvae import (
     train_vqvae,
 )
 from model.utils import uint8_to_unit, unit_to_uint8
-from model.training import augment_square
+from model.training import Hooks, augment_square
 from model.vqvae import VQVAE, VQVAEConfig
 
 MODEL = VQVAEConfig(
@@ -87,8 +87,7 @@ def test_training_reduces_loss_and_logs_every_epoch(data, tmp_path):
         cfg,
         train,
         val,
-        log=lambda m, s: logged.append((m, s)),
-        progress=lambda done, total: steps.append((done, total)),
+        Hooks(log=lambda m, s: logged.append((m, s)), progress=lambda done, total: steps.append((done, total))),
     )
     assert [s for _, s in logged] == [1, 2, 3, 4, 5, 6]
     keys = {"train_loss", "train_recon", "train_vq", "val_mse", "val_psnr", "val_utilisation", "val_perplexity"}
@@ -108,9 +107,9 @@ def test_resume_matches_an_uninterrupted_run_exactly(data, tmp_path):
 
     ckpt = tmp_path / "vqvae.pt"
     one = replace(MODEL, epochs=1)
-    train_vqvae(one, train, val, checkpoint_path=ckpt)
+    train_vqvae(one, train, val, Hooks(checkpoint_path=ckpt))
     assert torch.load(ckpt, weights_only=True)["epoch"] == 1
-    resumed = train_vqvae(MODEL, train, val, checkpoint_path=ckpt)
+    resumed = train_vqvae(MODEL, train, val, Hooks(checkpoint_path=ckpt))
 
     assert [h["epoch"] for h in resumed.history] == [1.0, 2.0]
     a, b = params(straight.model), params(resumed.model)
@@ -120,9 +119,9 @@ def test_resume_matches_an_uninterrupted_run_exactly(data, tmp_path):
     assert resumed.history[1]["train_loss"] == straight.history[1]["train_loss"]
 
     # a finished checkpoint resumes to "nothing left to do"; resume=False starts again from scratch
-    again = train_vqvae(MODEL, train, val, checkpoint_path=ckpt, log=lambda m, s: pytest.fail("trained"))
+    again = train_vqvae(MODEL, train, val, Hooks(checkpoint_path=ckpt, log=lambda m, s: pytest.fail("trained")))
     assert len(again.history) == 2
-    fresh = train_vqvae(one, train, val, checkpoint_path=ckpt, resume=False)
+    fresh = train_vqvae(one, train, val, Hooks(checkpoint_path=ckpt, resume=False))
     assert len(fresh.history) == 1 and torch.load(ckpt, weights_only=True)["epoch"] == 1
 
 
@@ -130,17 +129,17 @@ def test_resume_refuses_a_different_model(data, tmp_path):
     train, val = data
     ckpt = tmp_path / "vqvae.pt"
     one = replace(MODEL, epochs=1)
-    train_vqvae(one, train, val, checkpoint_path=ckpt)
+    train_vqvae(one, train, val, Hooks(checkpoint_path=ckpt))
     other = VQVAEConfig(**{**MODEL.to_dict(), "codebook_size": 32})
     with pytest.raises(UserError, match="different architecture"):
-        train_vqvae(other, train, val, checkpoint_path=ckpt)
+        train_vqvae(other, train, val, Hooks(checkpoint_path=ckpt))
 
 
 def test_on_epoch_end_can_stop_or_raise(data, tmp_path):
     train, val = data
     cfg = replace(MODEL, epochs=5)
     seen: list[int] = []
-    result = train_vqvae(cfg, train, val, on_epoch_end=lambda e, m: seen.append(e) or e == 2)
+    result = train_vqvae(cfg, train, val, Hooks(on_epoch_end=lambda e, m: seen.append(e) or e == 2))
     assert seen == [1, 2] and len(result.history) == 2
 
     class Pruned(Exception):
@@ -151,7 +150,7 @@ def test_on_epoch_end_can_stop_or_raise(data, tmp_path):
 
     ckpt = tmp_path / "vqvae.pt"
     with pytest.raises(Pruned):
-        train_vqvae(cfg, train, val, checkpoint_path=ckpt, on_epoch_end=prune)
+        train_vqvae(cfg, train, val, Hooks(checkpoint_path=ckpt, on_epoch_end=prune))
     assert torch.load(ckpt, weights_only=True)["epoch"] == 1  # the checkpoint is written before the callback
 
 
@@ -171,7 +170,7 @@ def test_bad_images_are_user_errors(data):
 def test_evaluate_and_reconstruct_agree_with_the_model_and_its_checkpoint(data, tmp_path):
     train, val = data
     ckpt = tmp_path / "vqvae.pt"
-    result = train_vqvae(MODEL, train, val, checkpoint_path=ckpt)
+    result = train_vqvae(MODEL, train, val, Hooks(checkpoint_path=ckpt))
     model = result.model
     ev = evaluate_vqvae(model, val, batch_size=5)
     assert ev["indices"].shape == (16, MODEL.grid, MODEL.grid)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install and run the whole test suite (what CI runs).
+# Install, lint and run the whole test suite (what CI runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+.venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"

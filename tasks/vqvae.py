@@ -27,6 +27,7 @@ from model.utils import image_grid, pick_device
 from model.vqvae import load_vqvae, preset
 from tasks import tracking
 from tasks.cache import stage_cache_key
+from tasks.champion import is_better
 from tasks.progress import bar
 
 EXPERIMENT = "galaxy-vqvae"
@@ -79,7 +80,7 @@ def promote(name: str, version: str, metric: str, value: float, higher_is_better
         best = client.get_run(champion.run_id).data.metrics.get(metric)
     except mlflow.exceptions.MlflowException:
         best = None
-    better = best is None or (value > best if higher_is_better else value < best)
+    better = is_better(value, best, higher_is_better)
     if better:
         client.set_registered_model_alias(name, "champion", version)
     return better

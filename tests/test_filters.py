@@ -56,11 +56,13 @@ def test_top_k_zero_or_at_least_k_disables():
 
 
 def test_filters_work_on_any_leading_shape():
-    # (B=2, T=1, K=4) logits, e.g. a forward's output; rows as in the tests above
-    probs = torch.tensor([[[0.05, 0.5, 0.15, 0.3]], [[0.3, 0.15, 0.5, 0.05]]])  # (2, 1, 4)
-    assert kept(top_p_filter(probs.log(), 0.7)) == [[[False, True, False, True]], [[True, False, True, False]]]
+    # (B=2, T=1, K=4) logits, e.g. a forward's output; each row is filtered on its own
+    probs = torch.tensor([[[0.05, 0.5, 0.15, 0.3]], [[0.7, 0.1, 0.1, 0.1]]])  # (2, 1, 4)
+    # top-p 0.7: row 0 as above; row 1 sorted 0.7, 0.1, ... has mass 0.7 before its second token: one kept
+    assert kept(top_p_filter(probs.log(), 0.7)) == [[[False, True, False, True]], [[True, False, False, False]]]
     assert kept(top_p_filter(probs[0, 0].log(), 0.7)) == [False, True, False, True]  # one row (K,)
-    assert kept(top_k_filter(probs.log(), 2)) == [[[False, True, False, True]], [[True, False, True, False]]]
+    # top-2: row 1's second largest (0.1) is tied three ways, so all four are kept
+    assert kept(top_k_filter(probs.log(), 2)) == [[[False, True, False, True]], [[True, True, True, True]]]
 
 
 # ---------------------------------------------------------------------------------------------- top-p

@@ -20,6 +20,7 @@ from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
 from model.errors import UserError
 from tasks import tracking
+from tasks.champion import is_better
 
 VQVAE_MODEL = "galaxy-vqvae"
 SAMPLER_MODEL = "galaxy-sampler"
@@ -154,13 +155,6 @@ def load_judge(model_uri: str):
 
 # --------------------------------------------------------------------------------------------------
 # champion aliases
-
-
-def is_better(value: float, best: float | None, higher_is_better: bool) -> bool:
-    """The champion rule: a new value wins when there is no champion yet or it is strictly better."""
-    if best is None:
-        return True
-    return value > best if higher_is_better else value < best
 
 
 def promote(name: str, version: str, metric: str, value: float, higher_is_better: bool) -> bool:

@@ -155,6 +155,25 @@ def test_indices_to_latents_reproduces_eval_forward(kw):
     torch.testing.assert_close(model.codebook, table.detach())
 
 
+@pytest.mark.parametrize(
+    "kw", [dict(), dict(codebook_dim=4), dict(quantizer="simple")], ids=["lucidrains", "projected", "simple"]
+)
+def test_indices_to_latents_looks_up_each_position_of_a_non_square_grid(kw):
+    """z_q[b, :, i, j] is the codebook row of indices[b, i, j]; h != w catches a transposed layout."""
+    torch.manual_seed(0)
+    model = VQVAE(VQVAEConfig(**{**TINY, **kw})).eval()
+    trained_step(model, images())
+    indices = torch.randint(0, 32, (2, 3, 5), generator=torch.Generator().manual_seed(1))  # (B, h, w)
+    with torch.no_grad():
+        z_q = model.indices_to_latents(indices.int())  # any integer dtype
+        table = model.codebook  # (K, D)
+    assert z_q.shape == (2, 12, 3, 5)
+    for b in range(2):
+        for i in range(3):
+            for j in range(5):
+                torch.testing.assert_close(z_q[b, :, i, j], table[indices[b, i, j]])
+
+
 def test_cosine_codebook_is_unit_norm_before_projection():
     model = VQVAE(VQVAEConfig(**TINY, use_cosine_sim=True))
     trained_step(model, images())

@@ -152,3 +152,11 @@ def test_frechet_from_few_samples_matches_the_symmetric_form(n1, n2, f):
 def test_frechet_of_large_features_with_few_samples():
     f1, f2 = few_samples(5, 5, 16, 10.0)  # imaginary parts of ~0.4 on a trace of ~1.6e5
     assert frechet_from_features(f1, f2) == pytest.approx(oracle_from_features(f1, f2), rel=1e-6)
+
+
+def test_a_genuinely_complex_square_root_is_rejected_relative_to_the_variances():
+    # S1 S2 = -4e-4 I: its square root is 0.02 i I, an imaginary part no rounding explains. The tolerance is
+    # 1e-3 times the mean variance (here (40 - 4e-5) / 4, about 10): 0.01 < 0.02, so the input is refused.
+    sigma1, sigma2 = np.diag([20.0, 20.0]), np.diag([-2e-5, -2e-5])
+    with pytest.raises(ValueError, match="imaginary component 0.02"):
+        frechet_distance(np.zeros(2), sigma1, np.zeros(2), sigma2)

@@ -497,7 +497,8 @@ def _read_scalars(src: Galaxy10File) -> tuple[np.ndarray, np.ndarray]:
         try:
             return f[LABEL_KEY][:].astype(np.uint8), f["redshift"][:].astype(np.float32)
         except OSError as err:
-            raise UserError(src.path, f"cannot read 'ans' or 'redshift' (truncated or corrupt?): {_short(err)}") from None
+            problem = f"cannot read 'ans' or 'redshift' (truncated or corrupt?): {_short(err)}"
+            raise UserError(src.path, problem) from None
 
 
 _FILES = ("images.npy", "labels.npy", "redshift.npy", "split.npy", "meta.json")

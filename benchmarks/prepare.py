@@ -14,7 +14,7 @@ way (load the whole `images` array with h5py, resize it, save it). The measureme
   cache key, load-all has none; it runs beside the rest, so it is the floor of the streamed time), and K,
   `prepare` with that hash already known (a folder that held the source at another size).
 
-    python benchmarks/prepare.py                        # full size; ~4.5 GB of disk and ~6 GB of memory
+    python benchmarks/prepare.py                        # full size: ~6 GB of disk, ~5 GB of memory, ~4 min
     GALAXY_BENCH_N=2000 python benchmarks/prepare.py    # quicker
     GALAXY_BENCH_TMP=/big/disk python benchmarks/prepare.py
 """

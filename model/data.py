@@ -139,8 +139,10 @@ def iter_chunks(
 
 
 def _block_rows(chunks: tuple[int, ...] | None, image_bytes: int, target: int = READ_BYTES) -> int:
-    """Images per read block: a whole number of the dataset's HDF5 chunks (so no chunk is decompressed twice),
-    about ``target`` bytes, at least one chunk."""
+    """Images per read block: about ``target`` bytes, rounded down to whole HDF5 chunks (at least one).
+
+    Whole chunks, because HDF5 inflates a compressed chunk in full for any part of it that is read.
+    """
     per_chunk = chunks[0] if chunks else 1
     return per_chunk * max(1, target // (per_chunk * image_bytes))
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import shutil
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -44,7 +46,10 @@ from model.galaxy10 import (
 PREPARE_VERSION = 1  # bump when the prepared format or the resizing changes
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
-CHUNK = 256  # images read, resized and written at a time (about 50 MB at 256 px)
+CHUNK = 256  # images per block of `iter_chunks` (about 50 MB at 256 px)
+READ_BYTES = 32 << 20  # `prepare` reads about this much at a time, rounded to whole HDF5 chunks
+READ_AHEAD = 2  # blocks `prepare` reads ahead of the one being resized
+HASH_BYTES = 16 << 20  # block size of the SHA256 reads
 
 Progress = Callable[[int], None]
 
@@ -133,15 +138,110 @@ def iter_chunks(
                 ) from None
 
 
+def _block_rows(chunks: tuple[int, ...] | None, image_bytes: int, target: int = READ_BYTES) -> int:
+    """Images per read block: about ``target`` bytes, rounded down to whole HDF5 chunks (at least one).
+
+    Whole chunks, because HDF5 inflates a compressed chunk in full for any part of it that is read.
+    """
+    per_chunk = chunks[0] if chunks else 1
+    return per_chunk * max(1, target // (per_chunk * image_bytes))
+
+
+def _read_ahead(source: Galaxy10File, rows: int, depth: int = READ_AHEAD) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (start, images (n, S, S, 3) uint8) blocks of ``rows`` images, read by a thread ``depth`` blocks ahead.
+
+    Blocks are read into ``depth + 1`` reused buffers: a yielded array is overwritten once the next one is
+    asked for, and memory stays at ``depth + 1`` blocks whatever the file's size. Closing the generator (or
+    an error on either side) stops the thread.
+    """
+    free: queue.Queue[np.ndarray | None] = queue.Queue()
+    full: queue.Queue[tuple[int, int, np.ndarray] | BaseException | None] = queue.Queue()
+    for _ in range(depth + 1):
+        free.put(np.empty((rows, source.side, source.side, 3), np.uint8))
+    closed = threading.Event()
+
+    def read() -> None:
+        try:
+            with _open_h5(source.path) as f:
+                images = f[IMAGE_KEY]
+                for start in range(0, source.n, rows):
+                    stop = min(start + rows, source.n)
+                    buffer = free.get()
+                    if buffer is None or closed.is_set():  # the consumer has gone
+                        return
+                    try:
+                        images.read_direct(buffer, np.s_[start:stop], np.s_[0 : stop - start])
+                    except OSError as err:
+                        raise UserError(
+                            source.path, f"cannot read images {start}-{stop} (truncated or corrupt?): {_short(err)}"
+                        ) from None
+                    full.put((start, stop - start, buffer))
+            full.put(None)
+        except BaseException as err:  # handed to the consumer
+            full.put(err)
+
+    thread = threading.Thread(target=read, name="prepare-read", daemon=True)
+    thread.start()
+    try:
+        while (item := full.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            start, n, buffer = item
+            yield start, buffer[:n]
+            free.put(buffer)
+    finally:
+        closed.set()
+        free.put(None)
+        thread.join()
+
+
 def sha256_file(path: str | Path, progress: Progress | None = None) -> str:
-    """Hex SHA256 of a file, read in 8 MiB blocks."""
+    """Hex SHA256 of a file, read in 16 MiB blocks."""
+    return _sha256(Path(path), progress)
+
+
+def _sha256(path: Path, progress: Progress | None = None, stop: threading.Event | None = None) -> str | None:
+    """SHA256 of a file read into one reused buffer; None if ``stop`` is set before the end."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(8 << 20):
-            digest.update(block)
+    buffer = bytearray(HASH_BYTES)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buffer):
+            if stop is not None and stop.is_set():
+                return None
+            digest.update(view[:n])  # hashlib releases the GIL on large updates
             if progress:
-                progress(len(block))
+                progress(n)
     return digest.hexdigest()
+
+
+class _BackgroundSha256:
+    """SHA256 of a file computed in a thread, so that hashing overlaps reading and resizing."""
+
+    def __init__(self, path: Path) -> None:
+        self.stop = threading.Event()
+        self._digest: str | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(path,), name="prepare-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self, path: Path) -> None:
+        try:
+            self._digest = _sha256(path, stop=self.stop)
+        except BaseException as err:  # handed to the caller of result()
+            self._error = err
+
+    def result(self) -> str:
+        """The hex digest, once the thread has finished; re-raises its error."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._digest is not None
+        return self._digest
+
+    def cancel(self) -> None:
+        self.stop.set()
+        self._thread.join()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -266,7 +366,7 @@ class _NpyWriter:
         self.dtype = np.dtype(dtype)
 
     def write(self, rows: np.ndarray) -> None:
-        self.fh.write(np.ascontiguousarray(rows, dtype=self.dtype).tobytes())
+        self.fh.write(memoryview(np.ascontiguousarray(rows, dtype=self.dtype)).cast("B"))  # no copy
 
     def close(self) -> None:
         self.fh.close()
@@ -290,14 +390,6 @@ def read_meta(out: str | Path) -> dict | None:
         return None
 
 
-def _source_sha256(path: Path, previous: dict | None) -> str:
-    """Content hash of the source; reuse the previous one when size and mtime are unchanged."""
-    st = path.stat()
-    if previous and previous.get("source_stat") == [st.st_size, st.st_mtime_ns] and previous.get("source_sha256"):
-        return previous["source_sha256"]
-    return sha256_file(path)
-
-
 @dataclass(frozen=True)
 class PrepareResult:
     """Where a prepared dataset lies, its cache key, and whether this call built it or found it."""
@@ -318,7 +410,11 @@ def prepare(
     progress: Progress | None = None,
     source_label: str | None = None,
 ) -> PrepareResult:
-    """Resize a Galaxy10-format file to ``size`` px, split it, and store it in ``out`` (cached by content hash)."""
+    """Resize a Galaxy10-format file to ``size`` px, split it, and store it in ``out`` (cached by content hash).
+
+    The source's SHA256 (the cache key) is computed in a thread while the images are read (in blocks of
+    whole HDF5 chunks, by a second thread) and resized; memory holds a few blocks, never the whole array.
+    """
     if not 8 <= size <= 1024:
         raise UserError(None, f"--size {size} is outside 8-1024")
     src = validate_h5(source)
@@ -328,31 +424,43 @@ def prepare(
     if out.exists() and not out.is_dir():
         raise UserError(out, "exists and is not a folder")
     previous = read_meta(out)
-    digest = _source_sha256(src.path, previous)
-    key = cache_key(digest, size, seed, fractions)
-    if previous is not None and previous.get("key") == key and all((out / f).exists() for f in _FILES):
-        return PrepareResult(out=out, key=key, cached=True, meta=previous)
+    st = src.path.stat()
+
+    def cached(key: str) -> bool:
+        return previous is not None and previous.get("key") == key and all((out / f).exists() for f in _FILES)
+
+    # An unchanged source (same size and mtime as last time) keeps its hash; otherwise hash it while working.
+    digest = None
+    if previous and previous.get("source_stat") == [st.st_size, st.st_mtime_ns] and previous.get("source_sha256"):
+        digest = previous["source_sha256"]
+        if cached(key := cache_key(digest, size, seed, fractions)):
+            return PrepareResult(out=out, key=key, cached=True, meta=previous)
+    hasher = _BackgroundSha256(src.path) if digest is None else None
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
-        labels = np.empty(src.n, dtype=np.uint8)
-        redshift = np.empty(src.n, dtype=np.float32)
+        labels, redshift = _read_scalars(src)
         writer = _NpyWriter(tmp / "images.npy", (src.n, size, size, 3), np.uint8)
+        blocks = _read_ahead(src, _block_rows(_chunks(src), src.side * src.side * 3, READ_BYTES))
         try:
-            for start, images, lab, red in iter_chunks(src):
+            for _, images in blocks:
                 writer.write(resize_images(images, size))
-                labels[start : start + len(lab)] = lab
-                redshift[start : start + len(red)] = red
                 if progress:
-                    progress(len(lab))
+                    progress(len(images))
         finally:
+            blocks.close()
             writer.close()
+        if hasher is not None:
+            digest = hasher.result()
+            key = cache_key(digest, size, seed, fractions)
+            if cached(key):  # same content under a new mtime: the folder already holds this dataset
+                shutil.rmtree(tmp, ignore_errors=True)
+                return PrepareResult(out=out, key=key, cached=True, meta=previous)
         split = stratified_split(labels, seed, fractions)
         np.save(tmp / "labels.npy", labels)
         np.save(tmp / "redshift.npy", redshift)
         np.save(tmp / "split.npy", split)
-        st = src.path.stat()
         meta = {
             "key": key,
             "version": PREPARE_VERSION,
@@ -372,9 +480,27 @@ def prepare(
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         _replace_dir(tmp, out)
     except BaseException:
+        if hasher is not None:
+            hasher.cancel()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return PrepareResult(out=out, key=key, cached=False, meta=meta)
+
+
+def _chunks(src: Galaxy10File) -> tuple[int, ...] | None:
+    """The HDF5 chunk shape of the images (None when stored contiguously)."""
+    with _open_h5(src.path) as f:
+        return f[IMAGE_KEY].chunks
+
+
+def _read_scalars(src: Galaxy10File) -> tuple[np.ndarray, np.ndarray]:
+    """(labels (N,) uint8, redshift (N,) float32) of a validated file, read whole (they are small)."""
+    with _open_h5(src.path) as f:
+        try:
+            return f[LABEL_KEY][:].astype(np.uint8), f["redshift"][:].astype(np.float32)
+        except OSError as err:
+            problem = f"cannot read 'ans' or 'redshift' (truncated or corrupt?): {_short(err)}"
+            raise UserError(src.path, problem) from None
 
 
 _FILES = ("images.npy", "labels.npy", "redshift.npy", "split.npy", "meta.json")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import io
+import os
 import threading
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -188,3 +191,107 @@ def test_astronn_source_uses_a_file_already_in_its_cache(tmp_path, monkeypatch):
     cached.parent.mkdir(parents=True)
     make_galaxy10(cached)
     assert D.astronn_file() == cached  # no astroNN import needed once the file is there
+
+
+# --------------------------------------------------------------------------------------------------
+# The overlapped prepare (hash, read and resize at once) against the code it replaced
+
+
+def make_chunked(path: Path, n: int = 37, side: int = 64, chunk: int = 4) -> Path:
+    """A Galaxy10-format file whose images are gzip-compressed in HDF5 chunks of ``chunk`` images."""
+    make_galaxy10(path, n=n, side=side, images=None)
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, size=(n, side, side, 3), dtype=np.uint8)
+    images[:, side // 4 : side // 2] //= 4  # some structure, so the filter has edges to smooth
+    with h5py.File(path, "a") as f:
+        f.create_dataset("images", data=images, chunks=(chunk, side, side, 3), compression="gzip")
+    return path
+
+
+def old_prepare_arrays(path: Path, size: int) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """The images.npy bytes, labels and redshift that the pre-overlap `prepare` wrote (its code, copied)."""
+    import torch
+    import torch.nn.functional as F
+
+    chunks = []
+    with h5py.File(path, "r") as f:
+        labels = f["ans"][:].astype(np.uint8)
+        redshift = f["redshift"][:].astype(np.float32)
+        for start in range(0, len(labels), 256):  # the old CHUNK
+            block = f["images"][start : start + 256]
+            x = torch.from_numpy(np.ascontiguousarray(block)).permute(0, 3, 1, 2)  # (n, 3, S, S)
+            y = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            chunks.append(y.permute(0, 2, 3, 1).contiguous().numpy())  # (n, size, size, 3)
+    images = np.concatenate(chunks)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": np.lib.format.dtype_to_descr(images.dtype), "fortran_order": False, "shape": images.shape}
+    )
+    return header.getvalue() + images.tobytes(), labels, redshift
+
+
+@pytest.mark.timeout(60)
+def test_prepare_writes_the_same_bytes_as_the_old_code(tmp_path, monkeypatch):
+    src = make_chunked(tmp_path / "chunked.h5")
+    # blocks of 2 chunks (8 images): 37 images make 5 blocks, the last one partial, through 3 reused buffers
+    monkeypatch.setattr(D, "READ_BYTES", 8 * 64 * 64 * 3 + 100)
+    D.prepare(src, tmp_path / "p", size=24, seed=2)
+    images, labels, redshift = old_prepare_arrays(src, 24)
+    assert (tmp_path / "p" / "images.npy").read_bytes() == images
+    assert np.load(tmp_path / "p" / "labels.npy").tobytes() == labels.tobytes()
+    assert np.load(tmp_path / "p" / "redshift.npy").tobytes() == redshift.tobytes()
+
+
+def test_read_blocks_are_whole_hdf5_chunks():
+    image = 64 * 64 * 3  # 12,288 bytes
+    assert D._block_rows((4, 64, 64, 3), image, target=120_000) == 8  # 9 images fit, but 8 is 2 whole chunks
+    assert D._block_rows((1, 64, 64, 3), image, target=120_000) == 9
+    assert D._block_rows(None, image, target=120_000) == 9  # contiguous storage: any block
+    assert D._block_rows((50, 64, 64, 3), image, target=120_000) == 50  # never less than one chunk
+
+
+def prepare_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("prepare-")]
+
+
+@pytest.mark.timeout(60)
+def test_corrupt_chunk_is_one_line_error_and_stops_the_threads(tmp_path, monkeypatch):
+    src = make_chunked(tmp_path / "bad.h5")
+    with h5py.File(src, "r") as f:
+        info = f["images"].id.get_chunk_info(3)  # images 12-15
+    with open(src, "r+b") as fh:
+        fh.seek(info.byte_offset)
+        fh.write(b"\0" * info.size)  # the gzip stream of that chunk is now garbage
+    monkeypatch.setattr(D, "READ_BYTES", 4 * 64 * 64 * 3)  # one chunk per block
+    with pytest.raises(UserError) as err:
+        D.prepare(src, tmp_path / "p", size=24)
+    assert str(src) in str(err.value) and "cannot read images 12-16" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.h5"]
+    assert prepare_threads() == []
+
+
+@pytest.mark.timeout(60)
+def test_failure_while_resizing_stops_the_reader(tmp_path, monkeypatch):
+    src = make_chunked(tmp_path / "c.h5")
+    monkeypatch.setattr(D, "READ_BYTES", 4 * 64 * 64 * 3)
+
+    def interrupt(n: int) -> None:
+        raise KeyboardInterrupt  # e.g. Ctrl-C after the first block
+
+    with pytest.raises(KeyboardInterrupt) as err:  # held, as a caller's error handler would: the frame lives on
+        D.prepare(src, tmp_path / "p", size=24, progress=interrupt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.h5"]
+    assert prepare_threads() == [], err.traceback[-1]
+
+
+def test_touched_source_is_still_a_cache_hit(g10, tmp_path):
+    out = tmp_path / "p"
+    first = D.prepare(g10, out, size=32)
+    stamp = (out / "images.npy").stat().st_mtime_ns
+    later = g10.stat().st_mtime_ns + 5_000_000_000
+    os.utime(g10, ns=(later, later))  # same content, new mtime: hashed again, found equal
+    second = D.prepare(g10, out, size=32)
+    assert second.cached and second.key == first.key
+    assert (out / "images.npy").stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g10.h5", "p"]

@@ -67,7 +67,8 @@ CHILD = r"""
 import json, resource, sys, time
 import h5py
 import numpy as np
-from model.data import prepare, resize_images, sha256_file  # imports torch; outside the clock
+from model.data import prepare, resize_images  # imports torch; outside the clock
+from model.source import sha256_file
 src, out, mode, size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
@@ -93,7 +94,7 @@ print(json.dumps({"seconds": seconds, "cpu_s": cpu_s, "peak_rss_mb": peak}))
 MODES = {
     "streamed": "model.data.prepare, first time (SHA256 of the source for the cache key, read, resize, write)",
     "load-all": "h5py reads the whole images array, resize_images, np.save",
-    "sha256": "model.data.sha256_file alone: the floor of the streamed time (prepare hashes beside the work)",
+    "sha256": "model.source.sha256_file alone: the floor of the streamed time (prepare hashes beside the work)",
     "known-hash": "prepare into a folder that held this source at another size (hash reused, not recomputed)",
 }
 

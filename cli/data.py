@@ -61,16 +61,16 @@ def data_download(
     url: str = typer.Option(None, "--url", help="Override the download address."),
 ) -> None:
     """Download the real Galaxy10 DECaLS file (2.54 GB) with a progress bar and SHA256 check."""
-    from model import data as D
+    from model import source as S
     from model.galaxy10 import FILE_NAME, FILE_URL
     from tasks.progress import bar
 
-    dest = out or D.astronn_cache_dir() / FILE_NAME
+    dest = out or S.astronn_cache_dir() / FILE_NAME
     with bar(total=None, desc=f"downloading {dest.name}", unit="B") as pbar:
 
         def progress(have: int, total: int | None) -> None:
             pbar.total = total
             pbar.update(have - pbar.n)
 
-        D.download(url or FILE_URL, dest, progress=progress)
+        S.download(url or FILE_URL, dest, progress=progress)
     typer.echo(f"wrote {dest} (checksum verified)")

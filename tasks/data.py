@@ -12,10 +12,11 @@ from pathlib import Path
 from prefect import task
 
 from model import data as D
+from model import source as S
 from model.errors import UserError
 from tasks.cache import prepare_cache_key
-from tasks.retry import retry_on_io
 from tasks.progress import bar
+from tasks.retry import retry_on_io
 
 DEFAULT_SYNTH_N = 3000  # images in the offline synthetic default (the real set has 17,736)
 DEFAULT_SEED = 0
@@ -56,7 +57,7 @@ def resolve_source(source: str, *, synthetic_n: int = DEFAULT_SYNTH_N, seed: int
             raise UserError(None, "--source h5: needs a path, e.g. h5:~/data/Galaxy10_DECals.h5")
         return path, path.name
     if source == "astronn":
-        return D.astronn_file(), "astronn"
+        return S.astronn_file(), "astronn"
     raise UserError(None, f"--source {source!r}: expected synthetic, h5:PATH or astronn")
 
 
@@ -70,7 +71,7 @@ def prepare_dataset(
 ) -> D.PrepareResult:
     """Resolve the source and prepare it into ``out`` (a no-op when the content hash matches)."""
     path, label = resolve_source(source, synthetic_n=synthetic_n, seed=seed)
-    src = D.validate_h5(path)
+    src = S.validate_h5(path)
     with bar(total=src.n, desc=f"preparing {Path(out).name}", unit="img") as pbar:
         return D.prepare(path, out, size=size, seed=seed, progress=pbar.update, source_label=label)
 

@@ -14,18 +14,19 @@ import numpy as np
 import pytest
 
 from model import data as D
+from model import source as S
 from model.errors import UserError
 from tests.conftest import make_galaxy10
 
 
 def test_validate_accepts_official_schema(g10):
-    info = D.validate_h5(g10)
+    info = S.validate_h5(g10)
     assert (info.n, info.side, info.synthetic) == (40, 64, False)
 
 
 def test_iter_chunks_streams_everything(g10):
-    info = D.validate_h5(g10)
-    seen = [(start, len(images)) for start, images, _, _ in D.iter_chunks(info, chunk=16)]
+    info = S.validate_h5(g10)
+    seen = [(start, len(images)) for start, images, _, _ in S.iter_chunks(info, chunk=16)]
     assert seen == [(0, 16), (16, 16), (32, 8)]
 
 
@@ -43,20 +44,20 @@ def test_iter_chunks_streams_everything(g10):
 def test_bad_schema_is_one_clear_error(tmp_path, override, message):
     path = make_galaxy10(tmp_path / "bad.h5", **override)
     with pytest.raises(UserError) as err:
-        D.validate_h5(path)
+        S.validate_h5(path)
     assert str(path) in str(err.value) and message in str(err.value)
     assert "\n" not in str(err.value)
 
 
 def test_missing_folder_and_non_hdf5_files(tmp_path):
     with pytest.raises(UserError, match="no such file"):
-        D.validate_h5(tmp_path / "nope.h5")
+        S.validate_h5(tmp_path / "nope.h5")
     with pytest.raises(UserError, match="is a folder"):
-        D.validate_h5(tmp_path)
+        S.validate_h5(tmp_path)
     text = tmp_path / "notes.h5"
     text.write_text("not hdf5")
     with pytest.raises(UserError, match="not a readable HDF5 file"):
-        D.validate_h5(text)
+        S.validate_h5(text)
 
 
 def truncate(path: Path, keep: float = 0.5) -> Path:
@@ -156,7 +157,7 @@ def test_download_verifies_and_resumes(server, tmp_path):
     dest = tmp_path / "g.h5"
     (tmp_path / "g.h5.partial").write_bytes(payload[:1000])  # an interrupted earlier download
     seen = []
-    D.download(url, dest, sha256=sha, progress=lambda have, total: seen.append((have, total)))
+    S.download(url, dest, sha256=sha, progress=lambda have, total: seen.append((have, total)))
     assert dest.read_bytes() == payload
     assert seen[0][0] > 1000 and seen[-1] == (len(payload), len(payload))
     assert not (tmp_path / "g.h5.partial").exists()
@@ -166,23 +167,23 @@ def test_download_checksum_mismatch_leaves_nothing(server, tmp_path):
     url, _ = server
     dest = tmp_path / "g.h5"
     with pytest.raises(UserError, match="checksum mismatch"):
-        D.download(url, dest, sha256="0" * 64)
+        S.download(url, dest, sha256="0" * 64)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_download_unreachable_is_user_error(tmp_path):
     with pytest.raises(UserError, match="download failed"):
-        D.download("http://127.0.0.1:9/none.h5", tmp_path / "x.h5", timeout=2)
+        S.download("http://127.0.0.1:9/none.h5", tmp_path / "x.h5", timeout=2)
 
 
 def test_find_galaxy10_prefers_explicit_path(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert D.find_galaxy10() is None
+    assert S.find_galaxy10() is None
     cached = tmp_path / ".astroNN" / "datasets" / "Galaxy10_DECals.h5"
     cached.parent.mkdir(parents=True)
     make_galaxy10(cached)
-    assert D.find_galaxy10() == cached
-    assert D.find_galaxy10(tmp_path / "x.h5") == tmp_path / "x.h5"
+    assert S.find_galaxy10() == cached
+    assert S.find_galaxy10(tmp_path / "x.h5") == tmp_path / "x.h5"
 
 
 def test_astronn_source_uses_a_file_already_in_its_cache(tmp_path, monkeypatch):
@@ -190,7 +191,7 @@ def test_astronn_source_uses_a_file_already_in_its_cache(tmp_path, monkeypatch):
     cached = tmp_path / ".astroNN" / "datasets" / "Galaxy10_DECals.h5"
     cached.parent.mkdir(parents=True)
     make_galaxy10(cached)
-    assert D.astronn_file() == cached  # no astroNN import needed once the file is there
+    assert S.astronn_file() == cached  # no astroNN import needed once the file is there
 
 
 # --------------------------------------------------------------------------------------------------
@@ -244,10 +245,10 @@ def test_prepare_writes_the_same_bytes_as_the_old_code(tmp_path, monkeypatch):
 
 def test_read_blocks_are_whole_hdf5_chunks():
     image = 64 * 64 * 3  # 12,288 bytes
-    assert D._block_rows((4, 64, 64, 3), image, target=120_000) == 8  # 9 images fit, but 8 is 2 whole chunks
-    assert D._block_rows((1, 64, 64, 3), image, target=120_000) == 9
-    assert D._block_rows(None, image, target=120_000) == 9  # contiguous storage: any block
-    assert D._block_rows((50, 64, 64, 3), image, target=120_000) == 50  # never less than one chunk
+    assert S.block_rows((4, 64, 64, 3), image, target=120_000) == 8  # 9 images fit, but 8 is 2 whole chunks
+    assert S.block_rows((1, 64, 64, 3), image, target=120_000) == 9
+    assert S.block_rows(None, image, target=120_000) == 9  # contiguous storage: any block
+    assert S.block_rows((50, 64, 64, 3), image, target=120_000) == 50  # never less than one chunk
 
 
 def prepare_threads() -> list[str]:

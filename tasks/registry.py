@@ -113,6 +113,15 @@ def log_pyfunc(
     return f"models:/{register_as}/{version}", version
 
 
+def model_exists(uri: str) -> bool:
+    """Whether a models:/ or runs:/ URI names a model in the tracking store."""
+    try:
+        resolve_model_uri(uri)
+    except UserError:
+        return False
+    return True
+
+
 def resolve_model_uri(uri: str) -> str:
     """Check that a models:/ or runs:/ URI exists; raise UserError with one line when it does not."""
     tracking.setup()

@@ -34,6 +34,7 @@ from model.data import PreparedData
 from model.training import EpochEnd, Hooks
 from model.utils import pick_device
 from tasks import faults, registry, tracking
+from tasks.cache import store_identity
 from tasks.progress import bar
 
 
@@ -75,7 +76,7 @@ class TrainingRun:
         self.tags = tracking.base_tags(data.meta, device, stage=stage, preset=preset, **(tags or {}))
         data_params = {"dir": str(data.root), "key": data.key, **data_params}
         self.params = {"model": config.to_dict(), "preset": preset, "data": data_params, **(params or {})}
-        key = config_hash(config.to_dict(), data.key, identity, tracking.tracking_uri())
+        key = config_hash(config.to_dict(), data.key, identity, store_identity())
         self.folder = Path(folder) if folder is not None else runs_dir() / f"{stage}-{key}"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.checkpoint = self.folder / "checkpoint.pt"
@@ -93,7 +94,9 @@ class TrainingRun:
     def complete(self) -> registry.ModelRef | None:
         """The model reference of an identical run that already finished and registered, else None."""
         ref = self.state.get("model_ref")
-        return registry.ModelRef(**{**ref, "already_complete": True}) if ref else None
+        if not ref or (ref["version"] and not registry.model_exists(ref["model_uri"])):
+            return None
+        return registry.ModelRef(**{**ref, "already_complete": True})
 
     def __enter__(self) -> TrainingRun:
         previous = self.state.get("run_id") if self.checkpoint.exists() else None

@@ -110,39 +110,52 @@ import json, pathlib, sys, time
 import optuna
 from optuna.study import MaxTrialsCallback
 from tasks.sweep_study import open_rdb
-url, folder, n_procs, n_queued = sys.argv[1], pathlib.Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-study = optuna.load_study(study_name="s", storage=open_rdb(url))
-(folder / f"ready-{sys.argv[5]}").touch()
-while len(list(folder.glob("ready-*"))) < n_procs:  # start together, after the slow imports
-    time.sleep(0.01)
-got = []
-def objective(trial):
-    got.append(trial.number)
-    time.sleep(0.02)  # a trial takes time: without it one process can drain the queue before the other wakes
-    return float(trial.suggest_categorical("k", [16]))
-study.optimize(objective, callbacks=[MaxTrialsCallback(n_queued, states=(optuna.trial.TrialState.COMPLETE,))])
+url, folder, n_procs, n_queued, studies = sys.argv[1], pathlib.Path(sys.argv[2]), 2, int(sys.argv[3]), sys.argv[5:]
+rdb = open_rdb(url)
+got = {}
+for name in studies:  # the race is a matter of chance: run it on several studies
+    study = optuna.load_study(study_name=name, storage=rdb)
+    (folder / f"ready-{name}-{sys.argv[4]}").touch()
+    while len(list(folder.glob(f"ready-{name}-*"))) < n_procs:  # start together
+        time.sleep(0.01)
+    got[name] = []
+    def objective(trial):
+        got[name].append(trial.number)
+        return float(trial.suggest_categorical("k", [16]))
+    study.optimize(objective, callbacks=[MaxTrialsCallback(n_queued, states=(optuna.trial.TrialState.COMPLETE,))])
 print(json.dumps(got))
 """
 
 
 def test_sqlite_workers_take_each_queued_trial_once(tmp_path):
-    # Retried trials wait in the queue. Measured: without BEGIN IMMEDIATE two such processes take one queued trial
-    # twice on SQLite (which ignores SELECT ... FOR UPDATE) and one crashes with UpdateFinishedTrialError.
-    url, n = f"sqlite:///{tmp_path}/optuna.db", 24
-    study = create_study(url, "s")
-    for _ in range(n):
-        study.enqueue_trial({}, skip_if_exists=False)
-    cmd = [sys.executable, "-c", TAKER, url, str(tmp_path), "2", str(n)]
-    procs = [subprocess.Popen([*cmd, str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Retried trials wait in the queue. Measured: without BEGIN IMMEDIATE two such processes took one queued trial
+    # twice on SQLite (which ignores SELECT ... FOR UPDATE) in 3 of 4 studies, and one crashed with
+    # UpdateFinishedTrialError.
+    url, n, names = f"sqlite:///{tmp_path}/optuna.db", 40, ["s0", "s1", "s2"]
+    for name in names:
+        study = create_study(url, name)
+        for _ in range(n):
+            study.enqueue_trial({}, skip_if_exists=False)
+    cmd = [sys.executable, "-c", TAKER, url, str(tmp_path), str(n)]
+    procs = [subprocess.Popen([*cmd, str(i), *names], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]
-    outputs = [p.communicate(timeout=240) for p in procs]
+    deadline = time.monotonic() + 240
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        if any(p.poll() not in (None, 0) for p in procs):  # one crashed: the other would wait for it forever
+            break
+        time.sleep(0.1)
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+    outputs = [p.communicate() for p in procs]
     assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outputs]
     taken = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
-    assert all(taken), taken  # both processes took some
-    numbers = sorted(n for got in taken for n in got)
-    assert numbers[:n] == list(range(n)) and len(numbers) <= n + 1  # each queued trial once; 1 overshoot at most
-    trials = optuna.load_study(study_name="s", storage=url).trials
-    assert Counter(t.state for t in trials) == {TrialState.COMPLETE: len(numbers)}
+    assert all(sum(got.values(), []) for got in taken), taken  # both processes took some
+    for name in names:
+        numbers = sorted(taken[0][name] + taken[1][name])
+        assert numbers[:n] == list(range(n)) and len(numbers) <= n + 1  # each queued trial once; overshoot <= 1
+        trials = optuna.load_study(study_name=name, storage=url).trials
+        assert Counter(t.state for t in trials) == {TrialState.COMPLETE: len(numbers)}
 
 
 def test_pruned_trial_ends_its_run_killed_and_bad_settings_fail(mlflow_store, tiny_data):

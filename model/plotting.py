@@ -18,8 +18,17 @@ from model.atlas import metrics_table_figure
 # ---------------------------------------------------------------------------------------------------
 # sweep (A6)
 
-TABLE_COLUMNS = ("trial", "state", "codebook size K", "embedding dim D", "quantizer options", "val MSE", "PSNR (dB)",
-                 "utilisation (%)", "perplexity")
+TABLE_COLUMNS = (
+    "trial",
+    "state",
+    "codebook size K",
+    "embedding dim D",
+    "quantizer options",
+    "val MSE",
+    "PSNR (dB)",
+    "utilisation (%)",
+    "perplexity",
+)
 
 
 def sweep_table_figure(rows: Sequence[dict[str, Any]], title: str) -> Figure:
@@ -28,14 +37,20 @@ def sweep_table_figure(rows: Sequence[dict[str, Any]], title: str) -> Figure:
     def cell(v: Any) -> Any:
         return "" if v is None else v
 
-    lines = [{
-        "trial": r["trial"],
-        "state": r["state"].lower() + (f" @ epoch {r['epochs_done']}" if r["state"] == "PRUNED" else ""),
-        "codebook size K": r["codebook_size"], "embedding dim D": r["embedding_dim"],
-        "quantizer options": r["options"], "val MSE": r["val_mse"], "PSNR (dB)": r.get("val_psnr"),
-        "utilisation (%)": None if r.get("val_utilisation") is None else 100.0 * r["val_utilisation"],
-        "perplexity": r.get("val_perplexity"),
-    } for r in rows]
+    lines = [
+        {
+            "trial": r["trial"],
+            "state": r["state"].lower() + (f" @ epoch {r['epochs_done']}" if r["state"] == "PRUNED" else ""),
+            "codebook size K": r["codebook_size"],
+            "embedding dim D": r["embedding_dim"],
+            "quantizer options": r["options"],
+            "val MSE": r["val_mse"],
+            "PSNR (dB)": r.get("val_psnr"),
+            "utilisation (%)": None if r.get("val_utilisation") is None else 100.0 * r["val_utilisation"],
+            "perplexity": r.get("val_perplexity"),
+        }
+        for r in rows
+    ]
     return metrics_table_figure([{k: cell(v) for k, v in line.items()} for line in lines], TABLE_COLUMNS, title=title)
 
 
@@ -95,4 +110,3 @@ def best_per_value(rows: Sequence[dict[str, Any]], vary: str, fixed: str) -> tup
         return None, []
     chosen = min(groups, key=lambda g: (-len(groups[g]), min(r["val_mse"] for r in groups[g].values())))
     return chosen, [groups[chosen][v] for v in sorted(groups[chosen])]
-

@@ -65,11 +65,11 @@ def launch_workers(study_name: str, storage: str, data_dir: str | Path, workers:
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
     env.setdefault("GALAXY_PROGRESS", "0")
     log_dir.mkdir(parents=True, exist_ok=True)
+    data = str(Path(data_dir).resolve())
     procs = []
     for i in range(workers):
         path = log_dir / f"worker-{i}.log"
-        cmd = [*WORKER_COMMAND, "--study", study_name, "--data", str(Path(data_dir).resolve()),
-               "--worker-index", str(i)]
+        cmd = [*WORKER_COMMAND, "--study", study_name, "--data", data, "--worker-index", str(i)]
         with open(path, "wb") as out:
             procs.append((subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env), path))
     try:
@@ -89,8 +89,11 @@ def fail_abandoned(study: optuna.Study, workers: list[Worker]) -> int:
     """After this machine's workers exited: their trials still RUNNING become FAIL, and every RUNNING MLflow run
     of a failed trial ends FAILED. Trials of workers elsewhere are left to the heartbeat. Returns how many."""
     ours = {worker_id(w.pid) for w in workers}
-    abandoned = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                 if t.user_attrs.get("worker") in ours]
+    abandoned = [
+        t.number
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if t.user_attrs.get("worker") in ours
+    ]
     for number in abandoned:
         study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
     end_stale_runs(study.study_name, {t.number: t.state for t in study.get_trials(deepcopy=False)})
@@ -144,20 +147,43 @@ def run_sweep(
     study_name = study_name or f"sweep-{preset_name}-{data.key[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
     startup = startup_trials if startup_trials is not None else max(2, min(8, n_trials // 3))
     workers = min(workers, n_trials)
-    tags = tracking.base_tags(data.meta, pick_device(None).type, stage="sweep", preset=preset_name,
-                              study=study_name, storage=masked(url))
+    tags = tracking.base_tags(
+        data.meta, pick_device(None).type, stage="sweep", preset=preset_name, study=study_name, storage=masked(url)
+    )
     t0 = time.perf_counter()
     with tracking.run(EXPERIMENT, tracking.run_name(f"sweep-{preset_name}", data.meta), tags) as parent:
         parent_id = parent.info.run_id
-        mlflow.log_params(tracking.flatten({
-            "sweep": {"trials": n_trials, "workers": workers, "seed": seed, "study": study_name, "storage": masked(url),
-                      "startup_trials": startup, "warmup_epochs": warmup_epochs, "preset": preset_name,
-                      "epochs": epochs, "limit": limit},
-            "space": space.to_dict(), "fixed": overrides, "data": {"dir": str(data.root), "key": data.key},
-        }))
+        mlflow.log_params(
+            tracking.flatten(
+                {
+                    "sweep": {
+                        "trials": n_trials,
+                        "workers": workers,
+                        "seed": seed,
+                        "study": study_name,
+                        "storage": masked(url),
+                        "startup_trials": startup,
+                        "warmup_epochs": warmup_epochs,
+                        "preset": preset_name,
+                        "epochs": epochs,
+                        "limit": limit,
+                    },
+                    "space": space.to_dict(),
+                    "fixed": overrides,
+                    "data": {"dir": str(data.root), "key": data.key},
+                }
+            )
+        )
         config = SweepConfig(preset_name, epochs, limit, overrides, space, parent_id, data.key, n_trials)
-        study = create_study(url, study_name, config.to_dict(), seed, startup_trials=startup,
-                             warmup_epochs=warmup_epochs, **(heartbeat or {}))
+        study = create_study(
+            url,
+            study_name,
+            config.to_dict(),
+            seed,
+            startup_trials=startup,
+            warmup_epochs=warmup_epochs,
+            **(heartbeat or {}),
+        )
         log_dir = vqvae_stage.runs_dir() / f"sweep-{safe_name(study_name)}"
         outcomes = launch_workers(study_name, url, data.root, workers, log_dir)
         abandoned = fail_abandoned(study, outcomes)
@@ -168,15 +194,24 @@ def run_sweep(
         mlflow.log_metric("sweep_time_s", time.perf_counter() - t0)
         if broken:
             w = broken[0]
-            raise UserError(f"sweep worker {w.index}", f"exited {w.returncode}; {w.log} ends: {_tail(w.log)} "
-                            f"(rerun with --study {study_name} to carry on)")
+            raise UserError(
+                f"sweep worker {w.index}",
+                f"exited {w.returncode}; {w.log} ends: {_tail(w.log)} (rerun with --study {study_name} to carry on)",
+            )
         return summarise(study, data, parent_id)
 
 
 @task(name="sweep", cache_policy=NO_CACHE)
 def sweep_task(
-    data_dir: str, trials: int, workers: int, storage: str | None = None, preset_name: str = "demo",
-    epochs: int | None = None, limit: int | None = None, seed: int = 0, overrides: dict | None = None,
+    data_dir: str,
+    trials: int,
+    workers: int,
+    storage: str | None = None,
+    preset_name: str = "demo",
+    epochs: int | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    overrides: dict | None = None,
 ) -> dict:
     """Run an Optuna sweep (never cached: a sweep runs when asked); returns the SweepResult as a dict.
 

@@ -57,15 +57,26 @@ def results_rows(trials: Sequence[FrozenTrial]) -> list[dict[str, Any]]:
     rows = []
     for t in sorted(trials, key=key):
         a, p = t.user_attrs, t.params
-        rows.append({
-            "trial": t.number, "state": t.state.name, "codebook_size": p.get("codebook_size"),
-            "embedding_dim": p.get("embedding_dim"), "quantizer": p.get("quantizer"),
-            "anti_collapse": p.get("anti_collapse"), "cosine_sim": p.get("cosine_sim"),
-            "options": describe(p, sizes=False) if "codebook_size" in p else "", "epochs_done": a.get("epochs_done"),
-            "val_mse": t.value, "val_psnr": a.get("val_psnr"), "val_utilisation": a.get("val_utilisation"),
-            "val_perplexity": a.get("val_perplexity"), "val_effective_usage": a.get("val_effective_usage"),
-            "retry_of": a.get("retry_of"), "mlflow_run_id": a.get("mlflow_run_id"),
-        })
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name,
+                "codebook_size": p.get("codebook_size"),
+                "embedding_dim": p.get("embedding_dim"),
+                "quantizer": p.get("quantizer"),
+                "anti_collapse": p.get("anti_collapse"),
+                "cosine_sim": p.get("cosine_sim"),
+                "options": describe(p, sizes=False) if "codebook_size" in p else "",
+                "epochs_done": a.get("epochs_done"),
+                "val_mse": t.value,
+                "val_psnr": a.get("val_psnr"),
+                "val_utilisation": a.get("val_utilisation"),
+                "val_perplexity": a.get("val_perplexity"),
+                "val_effective_usage": a.get("val_effective_usage"),
+                "retry_of": a.get("retry_of"),
+                "mlflow_run_id": a.get("mlflow_run_id"),
+            }
+        )
     return rows
 
 
@@ -80,8 +91,9 @@ def results_csv(rows: Sequence[dict[str, Any]]) -> str:
 def trial_reconstructions(run_id: str, originals: np.ndarray) -> np.ndarray:
     """Reconstruct ``originals`` (n, S, S, 3) uint8 with the checkpoint a trial's run logged."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoint/checkpoint.pt",
-                                                   dst_path=tmp)
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="checkpoint/checkpoint.pt", dst_path=tmp
+        )
         model, _ = load_vqvae(path)
     return reconstruct_images(model, originals, device="cpu")
 
@@ -97,8 +109,10 @@ def log_a6_figures(rows: Sequence[dict[str, Any]], originals: np.ndarray) -> Non
         return f"{symbol} = {r[key]}\ntrial {r['trial']}: {r['options']}{psnr}", cache[r["mlflow_run_id"]]
 
     n = len(originals)
-    comparisons = (("embedding_dim", "codebook_size", "D", "embedding dims D", "codebook size K", "dim"),
-                   ("codebook_size", "embedding_dim", "K", "codebook sizes K", "embedding dim D", "size"))
+    comparisons = (
+        ("embedding_dim", "codebook_size", "D", "embedding dims D", "codebook size K", "dim"),
+        ("codebook_size", "embedding_dim", "K", "codebook sizes K", "embedding dim D", "size"),
+    )
     for vary, fixed, symbol, across, at, name in comparisons:
         value, chosen = best_per_value(rows, vary=vary, fixed=fixed)
         if chosen:
@@ -131,8 +145,9 @@ def summarise(study: optuna.Study, data: PreparedData, parent_run_id: str) -> Sw
     mlflow.log_text(results_csv(rows), "sweep/results.csv")
     tag = " (synthetic data)" if data.synthetic else ""
     name = study.study_name
-    tracking.log_figure(sweep_table_figure(rows, f"Sweep {name}: validation metrics per trial{tag}"),
-                        "sweep/metrics_table.png")
+    tracking.log_figure(
+        sweep_table_figure(rows, f"Sweep {name}: validation metrics per trial{tag}"), "sweep/metrics_table.png"
+    )
     tracking.log_figure(sweep_mse_figure(rows, f"Sweep {name}: validation MSE{tag}"), "sweep/mse_by_size.png")
     if not counts.get("COMPLETE"):
         raise UserError(f"sweep {name}", f"no trial completed ({dict(counts)}); see MLflow run {parent_run_id}")
@@ -142,11 +157,13 @@ def summarise(study: optuna.Study, data: PreparedData, parent_run_id: str) -> Sw
     mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
     best_metrics = {f"best_{k}": v for k, v in best.user_attrs.items() if k.startswith("val_") and v is not None}
     mlflow.log_metrics({"best_val_mse": best.value, **best_metrics})
-    mlflow.set_tags({"best_trial_run_id": best_run, "best_trial_number": str(best.number),
-                     "best_trial": describe(best.params)})
+    mlflow.set_tags(
+        {"best_trial_run_id": best_run, "best_trial_number": str(best.number), "best_trial": describe(best.params)}
+    )
     originals, _ = data.subset("val", A6_IMAGES)
     log_a6_figures(rows, originals)
     version = register_best(study, best, parent_run_id)
     model_uri = f"models:/{vqvae_stage.MODEL_NAME}/{version}"
-    return SweepResult(parent_run_id, name, dict(best.params), float(best.value), model_uri, version, best_run,
-                       dict(counts))
+    return SweepResult(
+        parent_run_id, name, dict(best.params), float(best.value), model_uri, version, best_run, dict(counts)
+    )

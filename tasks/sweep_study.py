@@ -82,8 +82,11 @@ def open_rdb(storage: str | None, heartbeat: dict[str, Any] | None = None) -> RD
         with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry = RetryHeartbeatStaleTrialCallback(max_retry=int(heartbeat["max_retry"]))
-        beat = dict(heartbeat_interval=int(heartbeat["heartbeat_interval"]),
-                    grace_period=int(heartbeat["grace_period"]), heartbeat_stale_trial_callback=retry)
+        beat = dict(
+            heartbeat_interval=int(heartbeat["heartbeat_interval"]),
+            grace_period=int(heartbeat["grace_period"]),
+            heartbeat_stale_trial_callback=retry,
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         rdb = RDBStorage(url, engine_kwargs=engine_kwargs, **beat)
@@ -117,11 +120,17 @@ def create_study(
     rdb = open_rdb(storage)
     study = optuna.create_study(storage=rdb, study_name=study_name, direction="minimize", load_if_exists=True)
     if SETTINGS_ATTR not in study.user_attrs:
-        study.set_user_attr(SETTINGS_ATTR, {
-            "seed": int(seed), "startup_trials": int(startup_trials), "warmup_epochs": int(warmup_epochs),
-            "heartbeat_interval": int(heartbeat_interval), "grace_period": int(grace_period),
-            "max_retry": int(max_retry),
-        })
+        study.set_user_attr(
+            SETTINGS_ATTR,
+            {
+                "seed": int(seed),
+                "startup_trials": int(startup_trials),
+                "warmup_epochs": int(warmup_epochs),
+                "heartbeat_interval": int(heartbeat_interval),
+                "grace_period": int(grace_period),
+                "max_retry": int(max_retry),
+            },
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(["val_mse"])
@@ -134,13 +143,17 @@ def load_sweep_study(storage: str | None, study_name: str, worker_index: int = 0
     """The study with heartbeat storage, this worker's sampler (seed + worker index: workers must not draw the
     same random trials) and the median pruner."""
     try:
-        settings = optuna.load_study(study_name=study_name, storage=open_rdb(storage)).user_attrs[SETTINGS_ATTR]
+        attrs = optuna.load_study(study_name=study_name, storage=open_rdb(storage)).user_attrs
     except KeyError:
         where = masked(storage_url(storage))
         raise UserError("study", f"{study_name!r} not found in {where}; create it first (galaxy sweep)") from None
+    if SETTINGS_ATTR not in attrs:
+        raise UserError("study", f"{study_name!r} was not created by galaxy sweep (it has no {SETTINGS_ATTR})")
+    settings = attrs[SETTINGS_ATTR]
     startup = int(settings["startup_trials"])
-    sampler = optuna.samplers.TPESampler(seed=int(settings["seed"]) + worker_index, n_startup_trials=startup,
-                                         constant_liar=True)
+    sampler = optuna.samplers.TPESampler(
+        seed=int(settings["seed"]) + worker_index, n_startup_trials=startup, constant_liar=True
+    )
     pruner = optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=int(settings["warmup_epochs"]))
     rdb = open_rdb(storage, heartbeat=settings)
     return optuna.load_study(study_name=study_name, storage=rdb, sampler=sampler, pruner=pruner)

@@ -46,8 +46,16 @@ from tasks.sweep_study import CONFIG_ATTR, FINISHED, count, load_sweep_study
 EXPERIMENT = "galaxy-sweep"
 EXIT_ENV = "GALAXY_SWEEP_EXIT_IN_TRIAL"  # fault injection: the trial number whose worker exits after epoch 1
 # per-try user attrs: a retry inherits its failed try's, and must not report them as its own
-TRY_ATTRS = ("mlflow_run_id", "model_uri", "epochs_done", "error", "val_psnr", "val_utilisation",
-             "val_perplexity", "val_effective_usage")
+TRY_ATTRS = (
+    "mlflow_run_id",
+    "model_uri",
+    "epochs_done",
+    "error",
+    "val_psnr",
+    "val_utilisation",
+    "val_perplexity",
+    "val_effective_usage",
+)
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +149,17 @@ def make_objective(study: optuna.Study, config: SweepConfig, data_dir: str | Pat
                 tags["mlflow.parentRunId"] = config.parent_run_id  # nests the run without resuming the parent here
             log.info("trial %d: %s", trial.number, describe(params))
             ref = vqvae_stage.train_vqvae_run(
-                data_dir, config.preset_name, overrides=overrides, limit=config.limit, nested=True,
-                register_as=None, on_epoch_end=on_epoch_end, extra_tags=tags, resume=False,
-                experiment=EXPERIMENT, run_folder=folder,
+                data_dir,
+                config.preset_name,
+                overrides=overrides,
+                limit=config.limit,
+                nested=True,
+                register_as=None,
+                on_epoch_end=on_epoch_end,
+                extra_tags=tags,
+                resume=False,
+                experiment=EXPERIMENT,
+                run_folder=folder,
             )
         except optuna.TrialPruned:
             _record(trial, last, "val_")

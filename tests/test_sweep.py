@@ -39,8 +39,9 @@ FAST_BEAT = {"heartbeat_interval": 1, "grace_period": 3, "max_retry": 2}  # a de
 
 
 def sweep_runs(study_name: str) -> list:
-    return mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string=f"tags.sweep_study = '{study_name}'",
-                              output_format="list")
+    return mlflow.search_runs(
+        experiment_names=[EXPERIMENT], filter_string=f"tags.sweep_study = '{study_name}'", output_format="list"
+    )
 
 
 def one_line_error(result, *needles: str) -> None:
@@ -58,11 +59,22 @@ def test_space_is_derived_from_the_preset_and_suggests_valid_overrides():
     config = SweepConfig(epochs=2, overrides=FIXED, space=TINY_SPACE, data_key="abc", n_trials=5)
     assert SweepConfig.from_dict(json.loads(json.dumps(config.to_dict()))).n_trials == 5
 
-    chosen = {"codebook_size": 64, "embedding_dim": 8, "quantizer": "lucidrains", "anti_collapse": False,
-              "cosine_sim": True}
+    chosen = {
+        "codebook_size": 64,
+        "embedding_dim": 8,
+        "quantizer": "lucidrains",
+        "anti_collapse": False,
+        "cosine_sim": True,
+    }
     params = SweepSpace().suggest(optuna.trial.FixedTrial(chosen))
-    assert params == {"codebook_size": 64, "embedding_dim": 8, "quantizer": "lucidrains", "kmeans_init": False,
-                      "threshold_ema_dead_code": 0, "use_cosine_sim": True}
+    assert params == {
+        "codebook_size": 64,
+        "embedding_dim": 8,
+        "quantizer": "lucidrains",
+        "kmeans_init": False,
+        "threshold_ema_dead_code": 0,
+        "use_cosine_sim": True,
+    }
     model_cfg, _ = preset("demo", **params)
     assert (model_cfg.codebook_size, model_cfg.embedding_dim) == (64, 8)
     assert (model_cfg.kmeans_init, model_cfg.use_cosine_sim) == (False, True)
@@ -77,8 +89,16 @@ def test_a6_comparison_takes_the_widest_group_and_its_best_row_per_value():
     def row(trial, k, d, mse, state="COMPLETE"):
         return {"trial": trial, "state": state, "codebook_size": k, "embedding_dim": d, "val_mse": mse}
 
-    rows = [row(0, 16, 4, 0.30), row(1, 16, 8, 0.20), row(2, 16, 8, 0.10), row(3, 32, 4, 0.05),
-            row(4, 32, 8, 0.01, "PRUNED"), row(5, 64, 4, 0.50), row(6, 64, 8, 0.40), row(7, 64, 2, 0.60)]
+    rows = [
+        row(0, 16, 4, 0.30),
+        row(1, 16, 8, 0.20),
+        row(2, 16, 8, 0.10),
+        row(3, 32, 4, 0.05),
+        row(4, 32, 8, 0.01, "PRUNED"),
+        row(5, 64, 4, 0.50),
+        row(6, 64, 8, 0.40),
+        row(7, 64, 2, 0.60),
+    ]
     # across D: K = 64 has three values of D (2, 4, 8), K = 16 two, K = 32 one (its pruned row does not count)
     assert best_per_value(rows, vary="embedding_dim", fixed="codebook_size") == (64, [rows[7], rows[5], rows[6]])
     # across K: D = 4 has three values of K (16, 32, 64), D = 8 two (its K = 32 row was pruned)
@@ -137,8 +157,10 @@ def test_sqlite_workers_take_each_queued_trial_once(tmp_path):
         for _ in range(n):
             study.enqueue_trial({}, skip_if_exists=False)
     cmd = [sys.executable, "-c", TAKER, url, str(tmp_path), str(n)]
-    procs = [subprocess.Popen([*cmd, str(i), *names], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
+    procs = [
+        subprocess.Popen([*cmd, str(i), *names], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
     deadline = time.monotonic() + 240
     while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
         if any(p.poll() not in (None, 0) for p in procs):  # one crashed: the other would wait for it forever
@@ -181,8 +203,16 @@ def test_pruned_trial_ends_its_run_killed_and_bad_settings_fail(mlflow_store, ti
 
 def test_parallel_workers_lose_no_trial_and_register_the_best(mlflow_store, tiny_data):
     n, w = 4, 2
-    result = run_sweep(tiny_data, n_trials=n, workers=w, epochs=2, study_name="tiny", space=TINY_SPACE,
-                       overrides=FIXED, startup_trials=2)
+    result = run_sweep(
+        tiny_data,
+        n_trials=n,
+        workers=w,
+        epochs=2,
+        study_name="tiny",
+        space=TINY_SPACE,
+        overrides=FIXED,
+        startup_trials=2,
+    )
 
     # the study: N to N + W - 1 finished trials (MaxTrialsCallback's overshoot), none left running or failed
     study = optuna.load_study(study_name="tiny", storage="sqlite:///mlflow/optuna.db")
@@ -195,8 +225,11 @@ def test_parallel_workers_lose_no_trial_and_register_the_best(mlflow_store, tiny
     # one nested run per trial under the parent; finished runs FINISHED, pruned ones KILLED
     parent = mlflow.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"
-    children = mlflow.search_runs(experiment_ids=[parent.info.experiment_id], output_format="list",
-                                  filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+    children = mlflow.search_runs(
+        experiment_ids=[parent.info.experiment_id],
+        output_format="list",
+        filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'",
+    )
     assert sorted(int(r.data.tags["sweep_trial"]) for r in children) == sorted(t.number for t in trials)
     for t in trials:
         run = mlflow.get_run(t.user_attrs["mlflow_run_id"])
@@ -219,8 +252,14 @@ def test_parallel_workers_lose_no_trial_and_register_the_best(mlflow_store, tiny
 
     # A6: figures and a results table with one row per trial
     names = {a.path for a in mlflow.artifacts.list_artifacts(run_id=result.parent_run_id, artifact_path="sweep")}
-    assert {"sweep/results.csv", "sweep/metrics_table.png", "sweep/mse_by_size.png", "sweep/reconstructions_by_dim.png",
-            "sweep/reconstructions_by_size.png", "sweep/logs"} <= names
+    assert {
+        "sweep/results.csv",
+        "sweep/metrics_table.png",
+        "sweep/mse_by_size.png",
+        "sweep/reconstructions_by_dim.png",
+        "sweep/reconstructions_by_size.png",
+        "sweep/logs",
+    } <= names
     table = mlflow.artifacts.load_text(f"runs:/{result.parent_run_id}/sweep/results.csv")
     rows = list(csv.DictReader(io.StringIO(table)))
     assert sorted(int(r["trial"]) for r in rows) == sorted(t.number for t in trials)
@@ -232,8 +271,14 @@ def test_killed_worker_trial_is_failed_by_the_heartbeat_and_retried(mlflow_store
     config = SweepConfig(epochs=2, overrides=FIXED, space=TINY_SPACE, data_key=load_prepared(tiny_data).key, n_trials=2)
     create_study(url, "kill", config.to_dict(), startup_trials=2, **FAST_BEAT)
     env = {**os.environ, STORAGE_ENV: url, EXIT_ENV: "0"}  # this worker exits inside trial 0, after its epoch 1
-    dead = subprocess.run([GALAXY, "sweep-worker", "--study", "kill", "--data", str(tiny_data)], cwd=mlflow_store,
-                          env=env, capture_output=True, text=True, timeout=300)
+    dead = subprocess.run(
+        [GALAXY, "sweep-worker", "--study", "kill", "--data", str(tiny_data)],
+        cwd=mlflow_store,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert dead.returncode == 3 and "exiting inside trial 0" in dead.stderr, dead.stderr[-2000:]
     killed = optuna.load_study(study_name="kill", storage=url).trials[0]
     assert killed.state == TrialState.RUNNING  # left behind by the dead worker, with its MLflow run
@@ -280,8 +325,11 @@ def test_worker_on_other_data_than_the_study_is_a_one_line_error(mlflow_store, t
 
 def test_galaxy_sweep_argument_errors_are_one_line(mlflow_store, tiny_data):
     runner = CliRunner()
-    for args, needle in ((["--trials", "0"], "--trials: 0 is below 1"), (["--workers", "0"], "--workers: 0 is below 1"),
-                         (["--storage", "not a url"], "--storage: 'not a url' is not a database URL")):
+    for args, needle in (
+        (["--trials", "0"], "--trials: 0 is below 1"),
+        (["--workers", "0"], "--workers: 0 is below 1"),
+        (["--storage", "not a url"], "--storage: 'not a url' is not a database URL"),
+    ):
         one_line_error(runner.invoke(app, ["sweep", "--data", str(tiny_data), *args]), needle)
     assert not list(mlflow_store.glob("mlflow/*.db")), "an argument error must not start a sweep"
 
@@ -291,8 +339,9 @@ def test_galaxy_sweep_command_end_to_end(tmp_path, tiny_data):
     env["GALAXY_PROGRESS"] = "0"
     settings = [f"--set={k}={json.dumps(v)}" for k, v in {**FIXED, "codebook_size": 16, "embedding_dim": 4}.items()]
     args = ["sweep", "--data", str(tiny_data), "--trials", "2", "--workers", "2", "--epochs", "1", "--study", "cli"]
-    proc = subprocess.run([GALAXY, *args, *settings], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [GALAXY, *args, *settings], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "study cli: best val MSE" in proc.stdout and "best model models:/galaxy-vqvae/1" in proc.stdout
     study = optuna.load_study(study_name="cli", storage=f"sqlite:///{tmp_path}/mlflow/optuna.db")

@@ -18,6 +18,7 @@ app.add_typer(train.app, name="train")
 app.command("atlas")(explore.atlas_cmd)
 app.command("sample")(explore.sample_cmd)
 app.command("sweep")(sweep.sweep_cmd)
+app.command("sweep-worker", hidden=True)(sweep.sweep_worker_cmd)
 app.command("evaluate")(evaluate.evaluate_cmd)
 
 

@@ -37,7 +37,7 @@ class PipelineConfig(BaseModel):
     prior_overrides: dict = Field(default_factory=dict)
     judge_overrides: dict = Field(default_factory=dict)
     limit: Optional[int] = Field(None, ge=16, description="use only the first N images of each split (smoke tests)")
-    sweep_trials: int = Field(8, ge=1)
+    sweep_trials: int = Field(8, ge=1, description="trials to finish; W workers may finish up to W - 1 more")
     sweep_workers: int = Field(2, ge=1)
     sweep_storage: Optional[str] = Field(None, description="Optuna RDB URL; default sqlite:///mlflow/optuna.db")
 

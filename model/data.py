@@ -145,10 +145,10 @@ def prepare(
     whole HDF5 chunks, by a second thread) and resized; memory holds a few blocks, never the whole array.
     """
     if not 8 <= size <= 1024:
-        raise UserError(None, f"--size {size} is outside 8-1024")
+        raise UserError("size", f"{size} is outside 8-1024")
     src = validate_h5(source)
     if size > src.side:
-        raise UserError(src.path, f"images are {src.side} px, smaller than the requested --size {size}")
+        raise UserError(src.path, f"images are {src.side} px, smaller than the requested size {size}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(out, "exists and is not a folder")

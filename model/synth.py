@@ -290,11 +290,11 @@ def synthesize(
     float32, pxscale (N,) float32. Written under a temporary name and renamed at the end; the bytes of the
     images do not depend on `workers`. `progress(k)` gets the number of images finished so far."""
     if n < 1:
-        raise UserError("--n", f"must be at least 1, got {n}")
+        raise UserError("n", f"must be at least 1, got {n}")
     if size < 16:
-        raise UserError("--size", f"must be at least 16 pixels, got {size}")
+        raise UserError("size", f"must be at least 16 pixels, got {size}")
     if workers < 1:
-        raise UserError("--workers", f"must be at least 1, got {workers}")
+        raise UserError("workers", f"must be at least 1, got {workers}")
     out = Path(out)
     if not out.parent.is_dir():
         raise UserError(out.parent, "output folder does not exist")

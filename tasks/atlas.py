@@ -9,10 +9,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import mlflow
 import numpy as np
 from prefect import task
 
+import mlflow
 from model.atlas import decoders, pick_codes, quantized_features
 from model.data import load_prepared
 from model.embedding import embed_tsne, reduce_features, separability

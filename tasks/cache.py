@@ -16,7 +16,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import mlflow
-
 from model.data import read_meta
 from tasks import tracking
 

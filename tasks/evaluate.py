@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 from mlflow.models import get_model_info
 from prefect import task
 
+import mlflow
 from model.data import load_prepared
 from model.errors import UserError
 from model.evaluation import CEILING, FLOOR, Scores, Verdicts, cfg_tag, score, summary_rows, summary_text

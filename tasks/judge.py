@@ -10,10 +10,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 from prefect import task
 
+import mlflow
 from model.checkpoint import save_checkpoint
 from model.config import from_preset
 from model.data import load_prepared

@@ -6,10 +6,10 @@ generated latents coloured by the requested class.
 
 from __future__ import annotations
 
-import mlflow
 import numpy as np
 from prefect import task
 
+import mlflow
 from model.embedding import embed_tsne
 from model.galaxy10 import CLASS_NAMES, NUM_CLASSES
 from model.plotting.atlas import atlas_figure

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
-import mlflow
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
+import mlflow
 from tasks import tracking
 
 

@@ -13,10 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import mlflow
 import numpy as np
 from mlflow.tracking import MlflowClient
 
+import mlflow
 
 DEFAULT_URI = "sqlite:///mlflow/mlflow.db"
 ROOT = Path(__file__).resolve().parents[1]

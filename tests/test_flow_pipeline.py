@@ -71,7 +71,7 @@ def test_sweep_stage_runs_through_the_flow(prefect_server, mlflow_store, tmp_pat
     results = galaxy(config)
     sweep = results["sweep"]
     assert set(results) == {"data", "sweep"}
-    assert sweep["counts"].get("COMPLETE", 0) + sweep["counts"].get("PRUNED", 0) == 2
+    assert 2 <= sweep["counts"].get("COMPLETE", 0) + sweep["counts"].get("PRUNED", 0) <= 3  # N..N+W-1
     parent = mlflow.get_run(sweep["parent_run_id"])
     assert "best_val_mse" in parent.data.metrics
     assert sweep["model_uri"] == "models:/galaxy-vqvae/1"

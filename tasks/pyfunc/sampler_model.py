@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow
 import numpy as np
 
+import mlflow
 from model.checkpoint import load_model
 from model.prior import ConditionalPrior
 from model.sampling import Samples, check_sampling_args, sample

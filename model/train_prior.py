@@ -128,10 +128,12 @@ def train_prior(
     checkpoint_path: str | Path | None = None,
     resume: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    on_epoch_end: Callable[[int, dict[str, float]], bool | None] | None = None,
 ) -> PriorTrainResult:
     """Train a ConditionalPrior on tokens (N, T) with labels (N,); checkpoint each epoch; resume if asked.
 
-    ``progress(step, total_steps)`` is called after each optimiser step.
+    ``progress(step, total_steps)`` is called after each optimiser step; ``on_epoch_end(epoch, metrics)`` after
+    each epoch's checkpoint is written (a True return stops training).
     """
     tc = train_config
     log = log or (lambda metrics, step: None)
@@ -223,6 +225,8 @@ def train_prior(
                 rng=rng_state(),
                 history=history,
             )
+        if on_epoch_end is not None and on_epoch_end(epoch + 1, metrics):
+            break
 
     model.eval()
     return PriorTrainResult(model=model, history=history, final=dict(history[-1]) if history else {})

@@ -40,7 +40,7 @@ from model.errors import UserError
 from model.galaxy10 import CLASS_NAMES
 from model.utils import pick_device
 from tasks.retry import retry_on_io
-from tasks import tracking
+from tasks import faults, tracking
 from tasks.cache import stage_cache_key
 from tasks.progress import bar
 from tasks.vqvae import ModelRef, config_hash, promote, runs_dir
@@ -140,7 +140,8 @@ def train_judge_run(
                 pbar.total = total
                 pbar.update(done - pbar.n)
 
-            result = J.train_judge(config, train_x, train_y, val_x, val_y, log=tracking.MetricLogger(), progress=progress)
+            log = faults.logging_then_failing(tracking.MetricLogger())  # GALAXY_FAIL_AFTER_EPOCH (tests)
+            result = J.train_judge(config, train_x, train_y, val_x, val_y, log=log, progress=progress)
         model = result.model
         J.save_judge(checkpoint, model.cpu(), result.history)
         model.to(device)

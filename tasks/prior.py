@@ -26,7 +26,7 @@ from model.train_prior import train_prior
 from model.utils import pick_device, uint8_to_unit
 from model.vqvae import VQVAE, evaluating
 from tasks.retry import retry_on_io
-from tasks import tracking
+from tasks import faults, tracking
 from tasks.cache import stage_cache_key
 from tasks.progress import bar
 from tasks.vqvae import ModelRef, config_hash, load_vqvae_from_uri, promote, runs_dir
@@ -165,6 +165,7 @@ def train_prior_run(
             result = train_prior(
                 config, train_cfg, x_train, y_train, x_val, y_val,
                 log=tracking.MetricLogger(), checkpoint_path=checkpoint, resume=resume, progress=progress,
+                on_epoch_end=faults.after_epoch,  # GALAXY_FAIL_AFTER_EPOCH (tests)
             )
         final = result.final
         metrics = {k: float(final[k]) for k in ("val_bits_per_token", "unigram_bits_per_token", "train_bits_per_token") if k in final}

@@ -25,7 +25,7 @@ from model.errors import UserError
 from model.train_vqvae import evaluate_vqvae, reconstruct_images, train_vqvae
 from model.utils import image_grid, pick_device
 from model.vqvae import load_vqvae, preset
-from tasks import tracking
+from tasks import faults, tracking
 from tasks.cache import stage_cache_key
 from tasks.progress import bar
 
@@ -147,6 +147,7 @@ def train_vqvae_run(
         metric_log = tracking.MetricLogger()
 
         def epoch_end(epoch: int, metrics: dict) -> Any:
+            faults.after_epoch(epoch)  # GALAXY_FAIL_AFTER_EPOCH: die here, as a kill would (tests)
             if epoch % grid_every == 0 or epoch == train_cfg.epochs:
                 model, _ = load_vqvae(checkpoint)
                 tracking.log_image(recon_grid(originals, reconstruct_images(model, originals)), f"reconstructions/epoch_{epoch:04d}.png")

@@ -1,4 +1,7 @@
-"""The data flow under a real Prefect server: it prepares once, and its task cache follows the disk."""
+"""The data flow under a real Prefect server: it prepares once, and its task cache follows the disk.
+
+The prepare task's cache key reads the MLflow store's identity, so the test gets a store of its own.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from model.data import load_prepared
 from tests.conftest import make_galaxy10
 
 
-def test_data_flow_prepares_and_caches(prefect_server, tmp_path):
+def test_data_flow_prepares_and_caches(prefect_server, mlflow_store, tmp_path):
     src = make_galaxy10(tmp_path / "g.h5")
     out = tmp_path / "prepared"
     root = data_flow(source=f"h5:{src}", out=str(out), size=32)

@@ -39,6 +39,26 @@ torch.set_num_threads(1)
 LEAKY = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_API_URL", "PREFECT_API_KEY")
 
 
+def isolate(monkeypatch: pytest.MonkeyPatch, home: Path, cwd: Path) -> None:
+    """HOME and the working folder set to the given empty folders; GALAXY_* and tracking settings cleared; CPU."""
+    monkeypatch.setenv("HOME", str(home))
+    for name in [n for n in os.environ if n.startswith("GALAXY_")] + list(LEAKY):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GALAXY_PROGRESS", "0")
+    monkeypatch.setenv("GALAXY_DEVICE", "cpu")
+    monkeypatch.chdir(cwd)
+
+
+def forget_mlflow_store() -> None:
+    """MLflow keeps the last store in module globals (and exports it to os.environ): drop it."""
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        os.environ.pop(name, None)
+
+
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path_factory, monkeypatch):
     """Every test: its own empty HOME and working folder, no GALAXY_* or tracking server settings, the CPU.
@@ -47,19 +67,9 @@ def isolated_environment(tmp_path_factory, monkeypatch):
     The working folder is a fresh one, so the default ``sqlite:///mlflow/mlflow.db`` and ``runs/`` never
     land in the checkout. Subprocesses inherit all of this.
     """
-    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
-    for name in [n for n in os.environ if n.startswith("GALAXY_")] + list(LEAKY):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("GALAXY_PROGRESS", "0")
-    monkeypatch.setenv("GALAXY_DEVICE", "cpu")
-    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    isolate(monkeypatch, tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("cwd"))
     yield
-    mlflow = sys.modules.get("mlflow")
-    if mlflow is not None:  # MLflow keeps the last store in module globals (and exports it to os.environ)
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
-        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-            os.environ.pop(name, None)
+    forget_mlflow_store()
 
 
 def make_galaxy10(path: Path, n: int = 40, side: int = 64, seed: int = 0, **override) -> Path:
@@ -117,31 +127,40 @@ def empty_mlflow_db(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture
-def mlflow_store(tmp_path, monkeypatch, empty_mlflow_db) -> Path:
-    """A fresh SQLite MLflow store in the test's folder, which is also the working folder.
+def make_store(root: Path, template: Path) -> str:
+    """A fresh SQLite MLflow store at root/mlflow/mlflow.db (a copy of ``template``); returns its URI.
 
-    It is a copy of the session's empty database, with the default experiment's artifact folder and
-    creation time set as a store created here and now would have them.
+    The default experiment's artifact folder and creation time are set as a store created there and
+    then would have them.
     """
-    monkeypatch.chdir(tmp_path)
-    db = tmp_path / "mlflow" / "mlflow.db"
+    db = root / "mlflow" / "mlflow.db"
     db.parent.mkdir()
-    shutil.copyfile(empty_mlflow_db, db)
+    shutil.copyfile(template, db)
     now = int(time.time() * 1000)
     con = sqlite3.connect(db)
     with con:
         con.execute(
             "UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ? WHERE experiment_id = 0",
-            (str(tmp_path / "mlruns" / "0"), now, now),
+            (str(root / "mlruns" / "0"), now, now),
         )
     con.close()
-    uri = f"sqlite:///{db}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return f"sqlite:///{db}"
+
+
+def use_store(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point MLflow (this process and its children) at ``uri``."""
     import mlflow
 
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch, empty_mlflow_db) -> Path:
+    """A fresh SQLite MLflow store in the test's folder, which is also the working folder."""
+    monkeypatch.chdir(tmp_path)
+    use_store(make_store(tmp_path, empty_mlflow_db), monkeypatch)
     return tmp_path
 
 
@@ -149,13 +168,17 @@ def mlflow_store(tmp_path, monkeypatch, empty_mlflow_db) -> Path:
 TINY_VQVAE = dict(image_size=32, widths=(8, 16), embedding_dim=8, codebook_size=32, batch_size=16)
 
 
+def make_tiny_data(root: Path) -> Path:
+    """A prepared 32 px folder of 120 images (12 per class) under ``root``."""
+    from model.data import prepare
+
+    return prepare(make_galaxy10(root / "src.h5", n=120, side=64), root / "prepared", size=32).out
+
+
 @pytest.fixture
 def tiny_data(tmp_path) -> Path:
     """A prepared 32 px folder of 120 images (12 per class)."""
-    from model.data import prepare
-
-    src = make_galaxy10(tmp_path / "src.h5", n=120, side=64)
-    return prepare(src, tmp_path / "prepared", size=32).out
+    return make_tiny_data(tmp_path)
 
 
 #: A prior small enough to train in seconds on the tiny VQ-VAE's 8x8 codes.

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -12,10 +16,14 @@ from typer.testing import CliRunner
 
 from model import judge as J
 from model.galaxy10 import CLASS_NAMES
+from tasks import faults
 from tasks.judge import balanced_frechet, balanced_subset, evaluate_run, per_class_frechet, train_judge_run
 from tasks.prior import train_prior_run
 from tasks.vqvae import train_vqvae_run
-from tests.conftest import TINY_PRIOR, TINY_VQVAE
+from tests.conftest import TINY_PRIOR, TINY_VQVAE, cli_settings
+from tests.test_champion import champion, register
+
+GALAXY = str(Path(sys.executable).with_name("galaxy"))
 
 TINY_JUDGE = dict(widths=(4, 8), epochs=2, batch_size=16, eval_batch_size=64, device="cpu")
 
@@ -152,3 +160,29 @@ def test_evaluate_run_and_commands(mlflow_store, tiny_data):
         assert proc.exit_code == 2, (extra, proc.output)
         assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and needle in proc.stderr, (extra, proc.stderr)
     assert mlflow.search_runs(experiment_names=["galaxy-evaluate"]).shape[0] == 2  # bad input made no run
+
+
+def test_stage_keeps_a_judge_champion_with_higher_accuracy(mlflow_store, tiny_data):
+    best = register("galaxy-judge", "test_accuracy", 2.0)  # no real judge is right more than always
+    mlflow.MlflowClient().set_registered_model_alias("galaxy-judge", "champion", best)
+    ref = train_judge_run(tiny_data, "demo", overrides=TINY_JUDGE)
+    assert ref.version != best and ref.metrics["test_accuracy"] <= 1.0
+    assert champion("galaxy-judge") == best
+
+
+def test_judge_killed_after_an_epoch_leaves_its_run_open(mlflow_store, tiny_data):
+    settings = cli_settings({k: v for k, v in TINY_JUDGE.items() if k != "epochs"})
+    args = [GALAXY, "train", "judge", "--data", str(tiny_data), "--epochs", "3", *settings]
+    killed = subprocess.run(args, env={**os.environ, faults.ENV: "1"}, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == faults.EXIT_CODE, killed.stderr
+    (run,) = mlflow.search_runs(experiment_names=["galaxy-judge"], output_format="list")
+    assert run.info.status == "RUNNING"  # never ended, as after a kill
+    assert [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_acc")] == [1]
+    assert mlflow.MlflowClient().search_model_versions("name='galaxy-judge'") == []
+
+
+def test_evaluate_console_script_user_error(tmp_path):
+    proc = subprocess.run([GALAXY, "evaluate", "--data", "nowhere", "--per-class", "1"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["error: --per-class: 1 is too few: a Fréchet distance needs at least 2 images per class"]

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,7 +20,7 @@ import torch
 
 # Settings from the caller's shell must not reach the tests (nor the processes they start): Prefect and
 # MLflow servers, GALAXY_* overrides. Per test, ``isolated_environment`` clears them again.
-for _name in [n for n in os.environ if n.startswith("GALAXY_")] + ["PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE"]:
+for _name in [n for n in os.environ if n.startswith("GALAXY_")] + ["PREFECT_API_URL", "PREFECT_API_KEY"]:
     os.environ.pop(_name, None)
 os.environ["GALAXY_PROGRESS"] = "0"
 # Tiny models run far faster on one thread than fighting over two cores (also in the CLI subprocesses).
@@ -34,6 +35,9 @@ os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 # matplotlib keeps its font cache under HOME, which every test replaces: one cache for the session instead.
 os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="galaxy-mpl-")
 torch.set_num_threads(1)
+
+#: The installed console script, run as a user runs it.
+GALAXY = str(Path(sys.executable).with_name("galaxy"))
 
 #: Variables that change what a test does when the caller's shell sets them.
 LEAKY = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_API_URL", "PREFECT_API_KEY")
@@ -140,7 +144,8 @@ def make_store(root: Path, template: Path) -> str:
     con = sqlite3.connect(db)
     with con:
         con.execute(
-            "UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ? WHERE experiment_id = 0",
+            "UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ?"
+            " WHERE experiment_id = 0",
             (str(root / "mlruns" / "0"), now, now),
         )
     con.close()
@@ -188,3 +193,9 @@ TINY_PRIOR = dict(dim=16, heads=2, layers=1, batch_size=16)
 def cli_settings(overrides: dict) -> list[str]:
     """Config overrides as the command line takes them: ``--set=key=<JSON>`` (tuples as lists)."""
     return [f"--set={k}={json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in overrides.items()]
+
+
+def console(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `galaxy ARGS` as a new process (this environment plus ``env``); about a second of imports or more."""
+    return subprocess.run([GALAXY, *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=300)

@@ -8,15 +8,12 @@ process prints a user error as one line with no traceback and no import-time noi
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import make_galaxy10
-
-GALAXY = str(Path(sys.executable).with_name("galaxy"))
+from tests.conftest import console, make_galaxy10
 
 
 def galaxy(*args: str):
@@ -24,11 +21,6 @@ def galaxy(*args: str):
     from cli.main import app
 
     return CliRunner().invoke(app, list(args))
-
-
-def console(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run the installed `galaxy` console script in a new process."""
-    return subprocess.run([GALAXY, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def assert_one_line_error(result, *needles: str) -> None:
@@ -105,7 +97,8 @@ def test_astronn_source_without_the_extra_is_one_line(tmp_path, monkeypatch):
 
 def test_download_failure_is_one_line(tmp_path, monkeypatch, refused_url):
     monkeypatch.chdir(tmp_path)
-    assert_one_line_error(galaxy("data", "download", "--url", refused_url, "--out", "g.h5"), refused_url, "download failed")
+    result = galaxy("data", "download", "--url", refused_url, "--out", "g.h5")
+    assert_one_line_error(result, refused_url, "download failed")
     assert not (tmp_path / "g.h5").exists()
 
 

@@ -39,8 +39,8 @@ def test_vqvae_and_prior_train_tokenize_and_generate_on_cuda():
     recon = reconstruct_images(vqvae, images[:4])
     assert recon.shape == (4, 32, 32, 3) and recon.dtype == np.uint8
 
-    config, prior_cfg = prior_preset("demo", 32, 8, 8, dim=16, heads=2, layers=1, epochs=1, batch_size=16, device="cuda",
-                                     bf16=True)
+    tiny_prior = dict(dim=16, heads=2, layers=1, epochs=1, batch_size=16)
+    config, prior_cfg = prior_preset("demo", 32, 8, 8, **tiny_prior, device="cuda", bf16=True)
     pr = train_prior(config, prior_cfg, tokens[:64], labels[:64], tokens[64:], labels[64:])
     prior: ConditionalPrior = pr.model
     assert next(prior.parameters()).device.type == "cuda"

@@ -3,10 +3,6 @@ separability numbers see the classes when the images depend on them."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import mlflow
 import numpy as np
 import pytest
@@ -16,7 +12,9 @@ from model.data import prepare
 from model.errors import UserError
 from tasks.atlas import atlas_run
 from tasks.vqvae import train_vqvae_run
-from tests.conftest import TINY_VQVAE, make_galaxy10
+from tests.conftest import TINY_VQVAE, console, make_galaxy10
+
+BAD_CODES = "error: --codes: '1,x' is not a comma-separated list of integers"
 
 
 def coloured_by_class(n: int = 120, side: int = 64, seed: int = 0) -> np.ndarray:
@@ -54,13 +52,10 @@ def test_atlas_logs_all_figures_and_metrics(mlflow_store):
     with pytest.raises(UserError, match="code 32 is outside 0-31"):
         atlas_run(vq.model_uri, data, codes=[32])
     bad = CliRunner().invoke(app, ["atlas", "--vqvae", vq.model_uri, "--data", str(data), "--codes", "1,x"])
-    assert bad.exit_code == 2 and bad.stderr.strip() == "error: --codes: '1,x' is not a comma-separated list of integers"
+    assert bad.exit_code == 2 and bad.stderr.strip() == BAD_CODES
     assert len(mlflow.search_runs(experiment_names=["galaxy-atlas"])) == 1  # bad input made no run
 
 
 def test_atlas_console_script_user_error(tmp_path):
-    galaxy = str(Path(sys.executable).with_name("galaxy"))
-    proc = subprocess.run([galaxy, "atlas", "--data", "nowhere", "--codes", "1,x"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip() == "error: --codes: '1,x' is not a comma-separated list of integers"
+    proc = console("atlas", "--data", "nowhere", "--codes", "1,x", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip() == BAD_CODES, proc.stderr

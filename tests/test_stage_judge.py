@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -20,10 +16,8 @@ from tasks import faults
 from tasks.judge import balanced_frechet, balanced_subset, evaluate_run, per_class_frechet, train_judge_run
 from tasks.prior import train_prior_run
 from tasks.vqvae import train_vqvae_run
-from tests.conftest import TINY_PRIOR, TINY_VQVAE, cli_settings
+from tests.conftest import TINY_PRIOR, TINY_VQVAE, cli_settings, console
 from tests.test_champion import champion, register
-
-GALAXY = str(Path(sys.executable).with_name("galaxy"))
 
 TINY_JUDGE = dict(widths=(4, 8), epochs=2, batch_size=16, eval_batch_size=64, device="cpu")
 
@@ -172,8 +166,7 @@ def test_stage_keeps_a_judge_champion_with_higher_accuracy(mlflow_store, tiny_da
 
 def test_judge_killed_after_an_epoch_leaves_its_run_open(mlflow_store, tiny_data):
     settings = cli_settings({k: v for k, v in TINY_JUDGE.items() if k != "epochs"})
-    args = [GALAXY, "train", "judge", "--data", str(tiny_data), "--epochs", "3", *settings]
-    killed = subprocess.run(args, env={**os.environ, faults.ENV: "1"}, capture_output=True, text=True, timeout=300)
+    killed = console("train", "judge", "--data", str(tiny_data), "--epochs", "3", *settings, env={faults.ENV: "1"})
     assert killed.returncode == faults.EXIT_CODE, killed.stderr
     (run,) = mlflow.search_runs(experiment_names=["galaxy-judge"], output_format="list")
     assert run.info.status == "RUNNING"  # never ended, as after a kill
@@ -182,7 +175,7 @@ def test_judge_killed_after_an_epoch_leaves_its_run_open(mlflow_store, tiny_data
 
 
 def test_evaluate_console_script_user_error(tmp_path):
-    proc = subprocess.run([GALAXY, "evaluate", "--data", "nowhere", "--per-class", "1"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    proc = console("evaluate", "--data", "nowhere", "--per-class", "1", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines() == ["error: --per-class: 1 is too few: a Fréchet distance needs at least 2 images per class"]
+    expected = "error: --per-class: 1 is too few: a Fréchet distance needs at least 2 images per class"
+    assert proc.stderr.strip().splitlines() == [expected]

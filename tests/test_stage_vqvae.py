@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -16,10 +13,8 @@ from typer.testing import CliRunner
 
 from tasks import faults
 from tasks.vqvae import load_vqvae_from_uri, train_vqvae_run
-from tests.conftest import TINY_VQVAE, cli_settings
+from tests.conftest import TINY_VQVAE, cli_settings, console
 from tests.test_champion import champion, register
-
-GALAXY = str(Path(sys.executable).with_name("galaxy"))
 
 
 def artifact(run_id: str, path: str) -> np.ndarray:
@@ -63,7 +58,7 @@ def test_killed_run_resumes_from_its_checkpoint(mlflow_store, tiny_data):
     from cli.main import app
 
     args = ["train", "vqvae", "--data", str(tiny_data), "--epochs", "4", *cli_settings(TINY_VQVAE)]
-    killed = subprocess.run([GALAXY, *args], env={**os.environ, faults.ENV: "2"}, capture_output=True, text=True, timeout=300)
+    killed = console(*args, env={faults.ENV: "2"})
     assert killed.returncode == faults.EXIT_CODE, killed.stderr
     (checkpoint,) = Path("runs").glob("vqvae-*/checkpoint.pt")
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 2

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import os
 
-EXIT_CODE = 86  # what a process killed by fault injection exits with
+ENV = "GALAXY_FAIL_AFTER_EPOCH"
+EXIT_CODE = 86  # distinctive: not 1 (an exception), 2 (a user error) or 128 + a signal number
 
 
 def fail_after_epoch(epoch: int) -> None:
-    """Exit at once, with EXIT_CODE, when ``GALAXY_FAIL_AFTER_EPOCH`` names this epoch."""
-    target = os.environ.get("GALAXY_FAIL_AFTER_EPOCH")
-    if target and int(target) == int(epoch):
+    """Exit at once, with EXIT_CODE, when ``$GALAXY_FAIL_AFTER_EPOCH`` names this (1-based) epoch."""
+    value = os.environ.get(ENV, "").strip()
+    if not value:
+        return
+    try:
+        target = int(value)
+    except ValueError:
+        raise ValueError(f"{ENV}={value!r} is not an epoch number") from None
+    if target == int(epoch):
         os._exit(EXIT_CODE)

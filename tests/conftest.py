@@ -1,8 +1,16 @@
-"""Shared fixtures: small Galaxy10-format files made in the test, isolated Prefect and MLflow homes."""
+"""Shared fixtures: an isolated environment for every test, small Galaxy10-format files, Prefect and MLflow homes."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import h5py
@@ -10,9 +18,11 @@ import numpy as np
 import pytest
 import torch
 
-import tempfile
-
-os.environ.setdefault("GALAXY_PROGRESS", "0")
+# Settings from the caller's shell must not reach the tests (nor the processes they start): Prefect and
+# MLflow servers, GALAXY_* overrides. Per test, ``isolated_environment`` clears them again.
+for _name in [n for n in os.environ if n.startswith("GALAXY_")] + ["PREFECT_API_URL", "PREFECT_API_KEY"]:
+    os.environ.pop(_name, None)
+os.environ["GALAXY_PROGRESS"] = "0"
 # Tiny models run far faster on one thread than fighting over two cores (also in the CLI subprocesses).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Prefect keeps cached task results under PREFECT_HOME: give every test session its own, before prefect loads.
@@ -22,7 +32,48 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+# matplotlib keeps its font cache under HOME, which every test replaces: one cache for the session instead.
+os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="galaxy-mpl-")
 torch.set_num_threads(1)
+
+#: The installed console script, run as a user runs it.
+GALAXY = str(Path(sys.executable).with_name("galaxy"))
+
+#: Variables that change what a test does when the caller's shell sets them.
+LEAKY = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_API_URL", "PREFECT_API_KEY")
+
+
+def isolate(monkeypatch: pytest.MonkeyPatch, home: Path, cwd: Path) -> None:
+    """HOME and the working folder set to the given empty folders; GALAXY_* and tracking settings cleared; CPU."""
+    monkeypatch.setenv("HOME", str(home))
+    for name in [n for n in os.environ if n.startswith("GALAXY_")] + list(LEAKY):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GALAXY_PROGRESS", "0")
+    monkeypatch.setenv("GALAXY_DEVICE", "cpu")
+    monkeypatch.chdir(cwd)
+
+
+def forget_mlflow_store() -> None:
+    """MLflow keeps the last store in module globals (and exports it to os.environ): drop it."""
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        os.environ.pop(name, None)
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path_factory, monkeypatch):
+    """Every test: its own empty HOME and working folder, no GALAXY_* or tracking server settings, the CPU.
+
+    ``Path.home()`` follows HOME, so astroNN's cache (~/.astroNN) and ~/.cache/galaxy are the test's own.
+    The working folder is a fresh one, so the default ``sqlite:///mlflow/mlflow.db`` and ``runs/`` never
+    land in the checkout. Subprocesses inherit all of this.
+    """
+    isolate(monkeypatch, tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("cwd"))
+    yield
+    forget_mlflow_store()
 
 
 def make_galaxy10(path: Path, n: int = 40, side: int = 64, seed: int = 0, **override) -> Path:
@@ -53,6 +104,14 @@ def g10(tmp_path: Path) -> Path:
     return make_galaxy10(tmp_path / "g10.h5")
 
 
+@pytest.fixture
+def refused_url():
+    """An http URL on a free local port (the OS picks it) that refuses connections: bound, never listening."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/none.h5"
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """A real temporary Prefect server (SQLite under the session's PREFECT_HOME) for flow tests."""
@@ -62,17 +121,51 @@ def prefect_server():
         yield
 
 
-@pytest.fixture
-def mlflow_store(tmp_path, monkeypatch) -> Path:
-    """A fresh SQLite MLflow store in the test's folder, which is also the working folder."""
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path}/mlflow/mlflow.db"
-    (tmp_path / "mlflow").mkdir()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """One MLflow SQLite database with every table made: building one runs MLflow's migrations (5-10 s)."""
     import mlflow
 
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}", registry_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+def make_store(root: Path, template: Path) -> str:
+    """A fresh SQLite MLflow store at root/mlflow/mlflow.db (a copy of ``template``); returns its URI.
+
+    The default experiment's artifact folder and creation time are set as a store created there and
+    then would have them.
+    """
+    db = root / "mlflow" / "mlflow.db"
+    db.parent.mkdir()
+    shutil.copyfile(template, db)
+    now = int(time.time() * 1000)
+    con = sqlite3.connect(db)
+    with con:
+        con.execute(
+            "UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ?"
+            " WHERE experiment_id = 0",
+            (str(root / "mlruns" / "0"), now, now),
+        )
+    con.close()
+    return f"sqlite:///{db}"
+
+
+def use_store(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point MLflow (this process and its children) at ``uri``."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch, empty_mlflow_db) -> Path:
+    """A fresh SQLite MLflow store in the test's folder, which is also the working folder."""
+    monkeypatch.chdir(tmp_path)
+    use_store(make_store(tmp_path, empty_mlflow_db), monkeypatch)
     return tmp_path
 
 
@@ -80,13 +173,29 @@ def mlflow_store(tmp_path, monkeypatch) -> Path:
 TINY_VQVAE = dict(image_size=32, widths=(8, 16), embedding_dim=8, codebook_size=32, batch_size=16)
 
 
+def make_tiny_data(root: Path) -> Path:
+    """A prepared 32 px folder of 120 images (12 per class) under ``root``."""
+    from model.data import prepare
+
+    return prepare(make_galaxy10(root / "src.h5", n=120, side=64), root / "prepared", size=32).out
+
+
 @pytest.fixture
 def tiny_data(tmp_path) -> Path:
     """A prepared 32 px folder of 120 images (12 per class)."""
-    from model.data import prepare
+    return make_tiny_data(tmp_path)
 
-    src = make_galaxy10(tmp_path / "src.h5", n=120, side=64)
-    return prepare(src, tmp_path / "prepared", size=32).out
 
 #: A prior small enough to train in seconds on the tiny VQ-VAE's 8x8 codes.
 TINY_PRIOR = dict(dim=16, heads=2, layers=1, batch_size=16)
+
+
+def cli_settings(overrides: dict) -> list[str]:
+    """Config overrides as the command line takes them: ``--set=key=<JSON>`` (tuples as lists)."""
+    return [f"--set={k}={json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in overrides.items()]
+
+
+def console(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `galaxy ARGS` as a new process (this environment plus ``env``); about a second of imports or more."""
+    return subprocess.run([GALAXY, *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=300)

@@ -195,6 +195,43 @@ def test_separability_reports_values_beside_chance():
     assert s.nmi > 0.95 and s.nmi_chance < 0.15
 
 
+def test_shuffled_labels_fall_to_chance_on_separable_features():
+    x, labels = blobs(n_per=30, dims=20, classes=3)
+    shuffled = np.random.default_rng(1).permutation(labels)
+    real, fake = embedding.separability(x, labels, k=1, pca_dims=10), embedding.separability(x, shuffled, k=1, pca_dims=10)
+    assert real.knn == pytest.approx(1.0) and real.nmi == pytest.approx(1.0)
+    # 1-NN that could see the point itself (or its own label) would still score 1 here
+    assert abs(fake.knn - fake.knn_chance) < 0.2 and fake.nmi < 0.1
+    assert fake.knn_chance == pytest.approx(1 / 3) and fake.nmi_chance < 0.1
+
+
+def test_knn_accuracy_matches_a_hand_written_nearest_neighbour_vote():
+    from sklearn.model_selection import StratifiedKFold
+
+    rng = np.random.default_rng(4)
+    labels = np.repeat([0, 1], 25)
+    x = rng.normal(size=(50, 3)) + labels[:, None] * np.array([1.2, 0.0, 0.0])  # overlapping: accuracy well below 1
+    scores = []
+    for train, test in StratifiedKFold(n_splits=5, shuffle=True, random_state=0).split(x, labels):
+        unit = x / np.linalg.norm(x, axis=1, keepdims=True)  # cosine distance = 1 - u.v
+        distance = 1.0 - unit[test] @ unit[train].T  # (n_test, n_train)
+        nearest = labels[train][np.argsort(distance, axis=1)[:, :5]]  # (n_test, 5) labels of the 5 nearest
+        predicted = (nearest.sum(1) >= 3).astype(int)  # majority of 5 votes between two classes
+        scores.append(np.mean(predicted == labels[test]))
+    mean, std = embedding.knn_accuracy(x, labels, k=5, folds=5, seed=0)
+    assert 0.55 < mean < 0.95
+    assert mean == pytest.approx(np.mean(scores)) and std == pytest.approx(np.std(scores))
+
+
+def test_nmi_of_a_tiny_case_by_hand():
+    # labels 0 0 1 1 against clusters 0 0 0 1: p(c0,l0) = 1/2, p(c0,l1) = 1/4, p(c1,l1) = 1/4
+    mi = 0.5 * np.log(0.5 / (0.75 * 0.5)) + 0.25 * np.log(0.25 / (0.75 * 0.5)) + 0.25 * np.log(0.25 / (0.25 * 0.5))
+    h_labels, h_clusters = np.log(2), -(0.75 * np.log(0.75) + 0.25 * np.log(0.25))
+    expected = mi / ((h_labels + h_clusters) / 2)  # sklearn's default: arithmetic mean of the entropies
+    assert embedding.label_nmi(np.array([0, 0, 0, 1]), np.array([0, 0, 1, 1])) == pytest.approx(expected)
+    assert expected == pytest.approx(0.3437, abs=1e-4)
+
+
 # --- figures ------------------------------------------------------------------------------------------
 
 

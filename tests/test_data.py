@@ -171,9 +171,9 @@ def test_download_checksum_mismatch_leaves_nothing(server, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_download_unreachable_is_user_error(tmp_path):
+def test_download_unreachable_is_user_error(tmp_path, refused_url):
     with pytest.raises(UserError, match="download failed"):
-        S.download("http://127.0.0.1:9/none.h5", tmp_path / "x.h5", timeout=2)
+        S.download(refused_url, tmp_path / "x.h5", timeout=2)
 
 
 def test_find_galaxy10_prefers_explicit_path(tmp_path, monkeypatch):

@@ -12,12 +12,14 @@ from typer.testing import CliRunner
 
 from model import metrics as J
 from model.galaxy10 import CLASS_NAMES
+from tasks import faults
 from model.metrics import balanced_frechet, balanced_subset, per_class_frechet
 from tasks.evaluate import evaluate_run
 from tasks.judge import train_judge_run
 from tasks.prior import train_prior_run
 from tasks.vqvae import train_vqvae_run
-from tests.conftest import TINY_PRIOR, TINY_VQVAE
+from tests.conftest import TINY_PRIOR, TINY_VQVAE, cli_settings, console
+from tests.test_registry import champion, register
 
 TINY_JUDGE = dict(widths=(4, 8), epochs=2, batch_size=16, eval_batch_size=64, device="cpu")
 
@@ -151,3 +153,28 @@ def test_evaluate_run_and_commands(mlflow_store, tiny_data):
         assert proc.exit_code == 2, (extra, proc.output)
         assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and needle in proc.stderr, (extra, proc.stderr)
     assert mlflow.search_runs(experiment_names=["galaxy-evaluate"]).shape[0] == 2  # bad input made no run
+
+
+def test_stage_keeps_a_judge_champion_with_higher_accuracy(mlflow_store, tiny_data):
+    best = register("galaxy-judge", "test_accuracy", 2.0)  # no real judge is right more than always
+    mlflow.MlflowClient().set_registered_model_alias("galaxy-judge", "champion", best)
+    ref = train_judge_run(tiny_data, "demo", overrides=TINY_JUDGE)
+    assert ref.version != best and ref.metrics["test_accuracy"] <= 1.0
+    assert champion("galaxy-judge") == best
+
+
+def test_judge_killed_after_an_epoch_leaves_its_run_open(mlflow_store, tiny_data):
+    settings = cli_settings({k: v for k, v in TINY_JUDGE.items() if k != "epochs"})
+    killed = console("train", "judge", "--data", str(tiny_data), "--epochs", "3", *settings, env={faults.ENV: "1"})
+    assert killed.returncode == faults.EXIT_CODE, killed.stderr
+    (run,) = mlflow.search_runs(experiment_names=["galaxy-judge"], output_format="list")
+    assert run.info.status == "RUNNING"  # never ended, as after a kill
+    assert [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_acc")] == [1]
+    assert mlflow.MlflowClient().search_model_versions("name='galaxy-judge'") == []
+
+
+def test_evaluate_console_script_user_error(tmp_path):
+    proc = console("evaluate", "--data", "nowhere", "--per-class", "1", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    expected = "error: --per-class: 1 is too few: a Fréchet distance needs at least 2 images per class"
+    assert proc.stderr.strip().splitlines() == [expected]

@@ -2,30 +2,52 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import json
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
+import torch
+from typer.testing import CliRunner
 
+from model.checkpoint import save_checkpoint
+from tasks import faults, registry
 from tasks.prior import train_prior_run
 from tasks.samples import log_sampling_grids
 from tasks.tokens import tokenize_dataset
 from tasks.vqvae import train_vqvae_run
-from tests.conftest import TINY_PRIOR, TINY_VQVAE
+from tests.conftest import (
+    TINY_PRIOR, TINY_VQVAE, cli_settings, console, forget_mlflow_store, isolate, make_store, make_tiny_data, use_store,
+)
+from tests.test_registry import champion, register
+from tests.test_sampling_batches import allowed_tokens, forcing_prior, tiny_vqvae
 
-GALAXY = str(Path(sys.executable).with_name("galaxy"))
+SAMPLER = "models:/galaxy-sampler@champion"
+
+
+@pytest.fixture(scope="module")
+def trained_store(tmp_path_factory, empty_mlflow_db):
+    """One store with a VQ-VAE (1 epoch) and a prior (2 epochs, grids logged), shared by the tests that only read it."""
+    root = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        isolate(mp, tmp_path_factory.mktemp("home"), root)
+        uri = make_store(root, empty_mlflow_db)
+        use_store(uri, mp)
+        data = make_tiny_data(root)
+        vq = train_vqvae_run(data, "demo", epochs=1, overrides=TINY_VQVAE)
+        pr = train_prior_run(vq.model_uri, data, "demo", epochs=2, overrides=TINY_PRIOR)
+        log_sampling_grids(pr.run_id, pr.model_uri)
+    forget_mlflow_store()
+    return uri, vq, pr, data
 
 
 @pytest.fixture
-def trained(mlflow_store, tiny_data):
-    vq = train_vqvae_run(tiny_data, "demo", epochs=1, overrides=TINY_VQVAE)
-    pr = train_prior_run(vq.model_uri, tiny_data, "demo", epochs=2, overrides=TINY_PRIOR)
-    log_sampling_grids(pr.run_id, pr.model_uri)
-    return vq, pr, tiny_data
+def trained(trained_store, monkeypatch):
+    """(VQ-VAE ref, prior ref, data folder) of the shared store, which MLflow now points at."""
+    uri, vq, pr, data = trained_store
+    use_store(uri, monkeypatch)
+    return vq, pr, data
 
 
 def test_prior_run_grids_and_registered_sampler(trained):
@@ -47,6 +69,32 @@ def test_prior_run_grids_and_registered_sampler(trained):
     np.testing.assert_array_equal(images, again)
 
 
+def test_registered_sampler_output_follows_seed_cfg_and_class(mlflow_store):
+    # a prior whose tokens are fixed per class up to a coin flip each (tests/test_sampling_batches.py), so that the
+    # class, the guidance scale and the seed each visibly change the images
+    save_checkpoint(mlflow_store / "vqvae.pt", tiny_vqvae())
+    save_checkpoint(mlflow_store / "prior.pt", forcing_prior())
+    artifacts = {"prior": mlflow_store / "prior.pt", "vqvae": mlflow_store / "vqvae.pt"}
+    with mlflow.start_run():
+        uri, _ = registry.log_pyfunc("sampler", "sampler_model", artifacts, registry.sampler_signature(),
+                                     np.array([0]), "galaxy-sampler")
+    model = mlflow.pyfunc.load_model(uri)
+
+    def one(label: int, **params) -> np.ndarray:
+        return model.predict(np.array([label]), params={"cfg_scale": 3.0, "seed": 7, **params})[0]
+
+    reference = one(5)
+    np.testing.assert_array_equal(one(5), reference)  # same seed, same image
+    for changed in (one(5, seed=8), one(5, cfg_scale=0.0), one(6), one(-1)):
+        assert not np.array_equal(changed, reference)
+    np.testing.assert_array_equal(one(-1, cfg_scale=0.0), one(-1))  # guidance does nothing without a class
+    # several labels, each repeated: every row is drawn for its own class, in request order
+    s = model.unwrap_python_model().generate(np.array([5, -1, 6]), num_samples=2, cfg_scale=3.0, seed=7)
+    for row, label in zip(s.indices, [5, 5, -1, -1, 6, 6]):
+        assert set(row.ravel().tolist()) <= allowed_tokens(label)
+    np.testing.assert_array_equal(model.predict(np.array([5, -1, 6]), params={"num_samples": 2, "seed": 7}), s.images)
+
+
 def test_tokens_are_cached_per_vqvae(trained):
     vq, _, data = trained
     folder = tokenize_dataset(vq.model_uri, data)
@@ -57,29 +105,85 @@ def test_tokens_are_cached_per_vqvae(trained):
     assert tokens.shape == (120, 64) and tokens.dtype == np.uint16 and tokens.max() < 32
 
 
-def run_sample(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GALAXY_PROGRESS": "0"}
-    return subprocess.run([GALAXY, "sample", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+def test_sample_command_and_its_bad_input(trained, tmp_path, monkeypatch):
+    from cli.main import app
 
-
-def test_sample_command_and_its_bad_input(trained, tmp_path):
-    ok = run_sample("--model", "models:/galaxy-sampler@champion", "--classes", "5,edge-on with bulge,none", "--n", "3", "--cfg", "3", "--out", "grid.png", cwd=tmp_path)
-    assert ok.returncode == 0, ok.stderr
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    classes = "5,edge-on with bulge,none"
+    ok = runner.invoke(app, ["sample", "--model", SAMPLER, "--classes", classes, "--n", "3", "--cfg", "3",
+                             "--out", "grid.png"])
+    assert ok.exit_code == 0, ok.output
+    assert "wrote grid.png (9 images)" in ok.stdout
     assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     cases = [
         (["--classes", "12"], "unknown class '12'"),
         (["--classes", "spiral-ish"], "unknown class 'spiral-ish'"),
+        (["--classes", ","], "--classes: no class given"),
+        (["--n", "0"], "--n: 0 is outside 1-1024"),
         (["--cfg", "-1"], "--cfg: -1.0 is outside 0-100"),
         (["--temperature", "0"], "--temperature: 0.0 is outside"),
+        (["--top-k", "-1"], "--top-k: -1 is negative"),
         (["--top-p", "1.5"], "--top-p: 1.5 is outside (0, 1]"),
         (["--top-p", "0"], "--top-p: 0.0 is outside (0, 1]"),
+        (["--out", "bad.jpg"], "bad.jpg: the grid is written as PNG"),
+        (["--out", "no/such/bad.png"], "no/such: output folder does not exist"),
         (["--model", "models:/galaxy-sampler/99"], "models:/galaxy-sampler/99: no such model"),
         (["--model", "models:/nothing@champion"], "models:/nothing@champion: no such model"),
+        (["--model", "models:/galaxy-vqvae/1"], "models:/galaxy-vqvae/1: is not a galaxy-sampler model"),
     ]
     for extra, needle in cases:
-        args = ["--model", "models:/galaxy-sampler@champion", "--out", "bad.png", *extra]
-        proc = run_sample(*args, cwd=tmp_path)
-        assert proc.returncode == 2, (extra, proc.stderr)
-        assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and needle in proc.stderr, (extra, proc.stderr)
-        assert "Traceback" not in proc.stderr
-        assert not (tmp_path / "bad.png").exists()
+        result = runner.invoke(app, ["sample", "--model", SAMPLER, "--out", "bad.png", *extra])
+        assert result.exit_code == 2, (extra, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], (extra, result.stderr)
+        assert not list(tmp_path.glob("bad*"))
+
+
+def test_sample_console_script_user_error(tmp_path):
+    proc = console("sample", "--cfg", "-1", "--out", "bad.png", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == "error: --cfg: -1.0 is outside 0-100"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def vqvae(mlflow_store, tiny_data):
+    """A registered 1-epoch VQ-VAE in a fresh store; returns (its ref, the data folder)."""
+    return train_vqvae_run(tiny_data, "demo", epochs=1, overrides=TINY_VQVAE), tiny_data
+
+
+def test_stage_keeps_a_sampler_champion_with_fewer_bits(vqvae):
+    vq, data = vqvae
+    best = register("galaxy-sampler", "final_val_bits_per_token", 0.0)  # no real prior reaches 0 bits
+    mlflow.MlflowClient().set_registered_model_alias("galaxy-sampler", "champion", best)
+    ref = train_prior_run(vq.model_uri, data, "demo", epochs=1, overrides=TINY_PRIOR)
+    assert ref.version != best and ref.metrics["val_bits_per_token"] > 0.0
+    assert champion("galaxy-sampler") == best
+
+
+def test_killed_prior_resumes_the_same_run(vqvae):
+    from cli.main import app
+
+    vq, data = vqvae
+    args = ["train", "prior", "--vqvae", vq.model_uri, "--data", str(data), "--epochs", "4", "--no-grids",
+            *cli_settings(TINY_PRIOR)]
+    killed = console(*args, env={faults.ENV: "2"})
+    assert killed.returncode == faults.EXIT_CODE, killed.stderr
+    (checkpoint,) = Path("runs").glob("prior-*/checkpoint.pt")
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 2
+    run_id = json.loads((checkpoint.parent / "run.json").read_text())["run_id"]
+    client = mlflow.MlflowClient()
+    assert client.get_run(run_id).info.status == "RUNNING"  # never ended, as after a kill
+    assert [m.step for m in client.get_metric_history(run_id, "val_bits_per_token")] == [1, 2]
+    assert client.search_model_versions("name='galaxy-sampler'") == []
+
+    again = CliRunner().invoke(app, args)  # the same command again (in this process)
+    assert again.exit_code == 0, again.output
+    assert run_id in again.stdout  # the same MLflow run carried on
+    assert [m.step for m in client.get_metric_history(run_id, "val_bits_per_token")] == [1, 2, 3, 4]  # no epoch twice
+    steps = [m.step for m in client.get_metric_history(run_id, "step_loss")]
+    assert steps == sorted(set(steps))  # the per-step loss neither repeats nor goes back
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 4
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert champion("galaxy-sampler") == "1"

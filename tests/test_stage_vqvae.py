@@ -1,22 +1,21 @@
-"""The VQ-VAE stage against a real MLflow store: params, metrics, figures, tags, registry, resume."""
+"""The VQ-VAE stage against a real MLflow store: params, metrics, figures, tags, registry, champion, resume."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
-from tasks.faults import EXIT_CODE
+from tasks import faults
 from tasks.registry import load_vqvae
 from tasks.vqvae import train_vqvae_run
-from tests.conftest import TINY_VQVAE, make_galaxy10
+from tests.conftest import TINY_VQVAE, cli_settings, console
+from tests.test_registry import champion, register
 
 
 def artifact(run_id: str, path: str) -> np.ndarray:
@@ -51,35 +50,36 @@ def test_run_logs_everything_and_registered_model_reproduces(mlflow_store, tiny_
     assert len(mlflow.MlflowClient().search_model_versions("name='galaxy-vqvae'")) == 1
 
 
-def test_champion_alias_follows_the_best_version(mlflow_store, tiny_data):
-    first = train_vqvae_run(tiny_data, "demo", epochs=1, overrides={**TINY_VQVAE, "lr": 1e-6})
-    second = train_vqvae_run(tiny_data, "demo", epochs=3, overrides={**TINY_VQVAE, "lr": 3e-3})
-    champion = mlflow.MlflowClient().get_model_version_by_alias("galaxy-vqvae", "champion")
-    best = min((first, second), key=lambda r: r.metrics["final_val_mse"])
-    assert str(champion.version) == best.version
+def test_stage_keeps_a_champion_with_lower_mse(mlflow_store, tiny_data):
+    # a champion no real model can beat (MSE 0): the new version must not take the alias
+    best = register("galaxy-vqvae", "final_val_mse", 0.0)
+    mlflow.MlflowClient().set_registered_model_alias("galaxy-vqvae", "champion", best)
+    ref = train_vqvae_run(tiny_data, "demo", epochs=1, overrides=TINY_VQVAE)
+    assert ref.version != best and ref.metrics["final_val_mse"] > 0.0
+    assert champion("galaxy-vqvae") == best
 
 
-def test_killed_run_resumes_from_its_checkpoint(mlflow_store):
-    src = make_galaxy10(mlflow_store / "src.h5", n=600, side=64)
-    env = {**os.environ, "GALAXY_PROGRESS": "0"}
-    galaxy = str(Path(sys.executable).with_name("galaxy"))
-    subprocess.run([galaxy, "data", "prepare", "--source", f"h5:{src}", "--size", "32", "--out", "p"], check=True, env=env, capture_output=True)
-    args = [galaxy, "train", "vqvae", "--data", "p", "--epochs", "6"] + [
-        f"--set={k}={json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in TINY_VQVAE.items()
-    ]
-    killed = subprocess.run(args, env={**env, "GALAXY_FAIL_AFTER_EPOCH": "2"}, capture_output=True, text=True)
-    assert killed.returncode == EXIT_CODE, killed.stderr  # died right after epoch 2's checkpoint, like a SIGKILL
+def test_killed_run_resumes_from_its_checkpoint(mlflow_store, tiny_data):
+    from cli.main import app
+
+    args = ["train", "vqvae", "--data", str(tiny_data), "--epochs", "4", *cli_settings(TINY_VQVAE)]
+    killed = console(*args, env={faults.ENV: "2"})
+    assert killed.returncode == faults.EXIT_CODE, killed.stderr
     (checkpoint,) = Path("runs").glob("vqvae-*/checkpoint.pt")
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 2
     run_id = json.loads((checkpoint.parent / "run.json").read_text())["run_id"]
-    assert mlflow.get_run(run_id).info.status == "RUNNING"  # nothing ended it
+    client = mlflow.MlflowClient()
+    assert client.get_run(run_id).info.status == "RUNNING"  # never ended, as after a kill
+    assert [m.step for m in client.get_metric_history(run_id, "val_mse")] == [1, 2]
+    assert client.search_model_versions("name='galaxy-vqvae'") == []
 
-    again = subprocess.run(args, env=env, capture_output=True, text=True)
-    assert again.returncode == 0, again.stderr
+    again = CliRunner().invoke(app, args)  # the same command again (in this process)
+    assert again.exit_code == 0, again.output
     assert run_id in again.stdout  # the same MLflow run carried on
-    steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "val_mse")]
-    assert sorted(set(steps)) == [1, 2, 3, 4, 5, 6]
-    assert torch.load(checkpoint, weights_only=True)["epoch"] == 6
+    assert [m.step for m in client.get_metric_history(run_id, "val_mse")] == [1, 2, 3, 4]  # no epoch twice
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 4
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert champion("galaxy-vqvae") == "1"
 
 
 def test_bad_model_uri_is_one_line(mlflow_store):

@@ -10,7 +10,7 @@ way (load the whole `images` array with h5py, resize it, save it). The measureme
   streamed run writes a new folder (no cache hit);
 - time and memory are reported separately, as the median of 3 runs of each (times) and the largest peak;
 - the last streamed and load-all outputs are compared pixel for pixel;
-- two more modes explain the streamed time: H, the SHA256 of the source alone (`prepare` needs it for its
+- two more modes explain the streamed time: H, the BLAKE3 of the source alone (`prepare` needs it for its
   cache key, load-all has none; it runs beside the rest, so it is the floor of the streamed time), and K,
   `prepare` with that hash already known (a folder that held the source at another size).
 
@@ -68,7 +68,7 @@ import json, resource, sys, time
 import h5py
 import numpy as np
 from model.data import prepare, resize_images  # imports torch; outside the clock
-from model.source import sha256_file
+from model.source import blake3_file
 src, out, mode, size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
@@ -83,8 +83,8 @@ elif mode == "load-all":
     small = resize_images(images, size)  # (N, size, size, 3)
     np.save(out + ".images.npy", small)
     np.save(out + ".labels.npy", labels)
-elif mode == "sha256":
-    sha256_file(src)
+elif mode == "blake3":
+    blake3_file(src)
 seconds, cpu_s = time.perf_counter() - t, cpu() - c
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent at fork, VmHWM starts afresh at exec
 peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 1024
@@ -92,9 +92,9 @@ print(json.dumps({"seconds": seconds, "cpu_s": cpu_s, "peak_rss_mb": peak}))
 """
 
 MODES = {
-    "streamed": "model.data.prepare, first time (SHA256 of the source for the cache key, read, resize, write)",
+    "streamed": "model.data.prepare, first time (BLAKE3 of the source for the cache key, read, resize, write)",
     "load-all": "h5py reads the whole images array, resize_images, np.save",
-    "sha256": "model.source.sha256_file alone: the floor of the streamed time (prepare hashes beside the work)",
+    "blake3": "model.source.blake3_file alone: the floor of the streamed time (prepare hashes beside the work)",
     "known-hash": "prepare into a folder that held this source at another size (hash reused, not recomputed)",
 }
 
@@ -174,7 +174,7 @@ def main() -> None:
         f"prepare: {speed:.2f}x the speed of load-all-then-resize with {memory:.1f}x less peak memory "
         f"({N} images 256->128 px, median of {REPEATS} alternated runs: streamed {time_s['streamed']:.1f} s / "
         f"{peak_mb['streamed']:.0f} MB vs load-all {time_s['load-all']:.1f} s / {peak_mb['load-all']:.0f} MB; "
-        f"SHA256 alone {time_s['sha256']:.1f} s; with the hash known {time_s['known-hash']:.1f} s, "
+        f"BLAKE3 alone {time_s['blake3']:.1f} s; with the hash known {time_s['known-hash']:.1f} s, "
         f"{time_s['load-all'] / time_s['known-hash']:.2f}x)"
     )
 

@@ -8,7 +8,7 @@ A prepared dataset is a folder::
     labels.npy    (N,) uint8 class ids 0-9
     redshift.npy  (N,) float32
     split.npy     (N,) uint8: 0 train, 1 validation, 2 test (stratified by class)
-    meta.json     source, its SHA256, the cache key, sizes, counts per class and split
+    meta.json     source, its BLAKE3 content hash, the cache key, sizes, counts per class and split
 
 Dimension letters: N images, S side in pixels after preparation, C = 3 colour channels.
 Everything a user can get wrong raises ``UserError`` naming the file and the problem; every output is
@@ -17,7 +17,6 @@ written under a temporary name and renamed into place, so a failure leaves nothi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import blake3
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -39,7 +39,7 @@ from model.galaxy10 import (
 )
 from model.source import (
     READ_BYTES,
-    BackgroundSha256,
+    BackgroundBlake3,
     Galaxy10File,
     block_rows,
     open_h5,
@@ -48,7 +48,9 @@ from model.source import (
     validate_h5,
 )
 
-PREPARE_VERSION = 1  # bump when the prepared format or the resizing changes
+# Bump when the prepared format, the resizing or the key changes; a folder of another version is re-prepared.
+# 1: SHA256 of the source in the key (meta `source_sha256`). 2: BLAKE3 (meta `source_blake3`), so every key changed.
+PREPARE_VERSION = 2
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 
@@ -101,13 +103,13 @@ class _NpyWriter:
         self.fh.close()
 
 
-def cache_key(source_sha256: str, size: int, seed: int, fractions: tuple[float, float, float]) -> str:
-    """Identity of a prepared dataset: the source content plus every preparation setting."""
+def cache_key(source_blake3: str, size: int, seed: int, fractions: tuple[float, float, float]) -> str:
+    """Identity of a prepared dataset: the source content (its BLAKE3) plus every preparation setting."""
     text = json.dumps(
-        {"source": source_sha256, "size": size, "seed": seed, "fractions": list(fractions), "version": PREPARE_VERSION},
+        {"source": source_blake3, "size": size, "seed": seed, "fractions": list(fractions), "version": PREPARE_VERSION},
         sort_keys=True,
     )
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return blake3.blake3(text.encode()).hexdigest()[:16]
 
 
 def read_meta(out: str | Path) -> dict | None:
@@ -141,7 +143,7 @@ def prepare(
 ) -> PrepareResult:
     """Resize a Galaxy10-format file to ``size`` px, split it, and store it in ``out`` (cached by content hash).
 
-    The source's SHA256 (the cache key) is computed in a thread while the images are read (in blocks of
+    The source's BLAKE3 (the cache key) is computed in a thread while the images are read (in blocks of
     whole HDF5 chunks, by a second thread) and resized; memory holds a few blocks, never the whole array.
     """
     if not 8 <= size <= 1024:
@@ -159,12 +161,13 @@ def prepare(
         return previous is not None and previous.get("key") == key and all((out / f).exists() for f in _FILES)
 
     # An unchanged source (same size and mtime as last time) keeps its hash; otherwise hash it while working.
+    # A folder of another version (before 2: a SHA256 under `source_sha256`) has no hash to keep: re-prepared.
     digest = None
-    if previous and previous.get("source_stat") == [st.st_size, st.st_mtime_ns] and previous.get("source_sha256"):
-        digest = previous["source_sha256"]
+    if previous and previous.get("source_stat") == [st.st_size, st.st_mtime_ns] and previous.get("source_blake3"):
+        digest = previous["source_blake3"]
         if cached(key := cache_key(digest, size, seed, fractions)):
             return PrepareResult(out=out, key=key, cached=True, meta=previous)
-    hasher = BackgroundSha256(src.path) if digest is None else None
+    hasher = BackgroundBlake3(src.path) if digest is None else None
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
@@ -195,7 +198,7 @@ def prepare(
             "version": PREPARE_VERSION,
             "source": source_label or str(src.path),
             "source_path": str(src.path.resolve()),
-            "source_sha256": digest,
+            "source_blake3": digest,
             "source_stat": [st.st_size, st.st_mtime_ns],
             "synthetic": src.synthetic,
             "n": src.n,
@@ -311,9 +314,12 @@ def describe(data: PreparedData) -> str:
     """A table of image counts per class and split, for `galaxy data info`."""
     counts = data.meta["counts"]
     width = max(len(c) for c in CLASS_NAMES)
+    # a folder prepared before version 2 has a SHA256 instead; say which hash it is
+    algorithm = next((a for a in ("blake3", "sha256") if f"source_{a}" in data.meta), None)
+    content = f"{algorithm} {data.meta[f'source_{algorithm}'][:12]}" if algorithm else "no content hash"
     lines = [
         f"{data.root}: {data.meta['n']} images, {data.meta['size']} px, "
-        f"{'synthetic' if data.synthetic else 'real'} source {data.meta['source']} (sha256 {data.meta['source_sha256'][:12]}), key {data.key}",
+        f"{'synthetic' if data.synthetic else 'real'} source {data.meta['source']} ({content}), key {data.key}",
         f"{'class':<{width + 4}}" + "".join(f"{s:>8}" for s in SPLITS) + f"{'total':>8}",
     ]
     for c, name in enumerate(CLASS_NAMES):

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import blake3
 import h5py
 import numpy as np
 
@@ -28,7 +29,7 @@ from model.galaxy10 import FILE_NAME, FILE_SHA256, IMAGE_KEY, LABEL_KEY, NUM_CLA
 CHUNK = 256  # images per block of `iter_chunks` (about 50 MB at 256 px)
 READ_BYTES = 32 << 20  # `read_blocks` reads about this much at a time, rounded to whole HDF5 chunks
 READ_AHEAD = 2  # blocks read ahead of the one being used
-HASH_BYTES = 16 << 20  # block size of the SHA256 reads
+HASH_BYTES = 16 << 20  # block size of the hash reads (BLAKE3 for the cache key, SHA256 for the download)
 
 Progress = Callable[[int], None]
 
@@ -174,38 +175,46 @@ def read_ahead(source: Galaxy10File, rows: int, depth: int = READ_AHEAD) -> Iter
 
 
 def sha256_file(path: str | Path, progress: Progress | None = None) -> str:
-    """Hex SHA256 of a file, read in 16 MiB blocks."""
-    return _sha256(Path(path), progress)
+    """Hex SHA256 of a file, read in 16 MiB blocks: the official file's published checksum is a SHA256."""
+    return _digest(Path(path), hashlib.sha256(), progress)
 
 
-def _sha256(path: Path, progress: Progress | None = None, stop: threading.Event | None = None) -> str | None:
-    """SHA256 of a file read into one reused buffer; None if ``stop`` is set before the end."""
-    digest = hashlib.sha256()
+def blake3_file(path: str | Path, progress: Progress | None = None) -> str:
+    """Hex BLAKE3 of a file, read in 16 MiB blocks: the content hash of prepare's cache key.
+
+    BLAKE3 rather than SHA256 because it is several times faster on CPUs without SHA instructions (3.5 GB:
+    2.1 CPU-s with the reads, against 11-15 for SHA256), so hashing no longer bounds the time of ``prepare``.
+    """
+    return _digest(Path(path), blake3.blake3(), progress)
+
+
+def _digest(path: Path, digest, progress: Progress | None = None, stop: threading.Event | None = None) -> str | None:
+    """Feed a file to ``digest`` (a hashlib-style object) through one reused buffer; None if ``stop`` is set."""
     buffer = bytearray(HASH_BYTES)
     view = memoryview(buffer)
     with open(path, "rb", buffering=0) as fh:
         while n := fh.readinto(buffer):
             if stop is not None and stop.is_set():
                 return None
-            digest.update(view[:n])  # hashlib releases the GIL on large updates
+            digest.update(view[:n])  # hashlib and blake3 release the GIL on large updates
             if progress:
                 progress(n)
     return digest.hexdigest()
 
 
-class BackgroundSha256:
-    """SHA256 of a file computed in a thread, so that hashing overlaps reading and resizing."""
+class BackgroundBlake3:
+    """BLAKE3 of a file computed in a thread, so that hashing overlaps reading and resizing."""
 
     def __init__(self, path: Path) -> None:
         self.stop = threading.Event()
         self._digest: str | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(path,), name="prepare-sha256", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(path,), name="prepare-blake3", daemon=True)
         self._thread.start()
 
     def _run(self, path: Path) -> None:
         try:
-            self._digest = _sha256(path, stop=self.stop)
+            self._digest = _digest(path, blake3.blake3(), stop=self.stop)
         except BaseException as err:  # handed to the caller of result()
             self._error = err
 

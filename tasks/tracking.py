@@ -80,7 +80,8 @@ def base_tags(data_meta: dict | None = None, device: str | None = None, **extra:
     tags = {"git_commit": git_commit()}
     if data_meta is not None:
         tags["data_key"] = data_meta["key"]
-        tags["data_sha256"] = data_meta["source_sha256"]
+        if "source_blake3" in data_meta:  # absent from folders prepared before version 2
+            tags["data_blake3"] = data_meta["source_blake3"]
         tags["data_source"] = data_meta["source"]
         tags["synthetic"] = str(bool(data_meta.get("synthetic", False))).lower()
     if device is not None:

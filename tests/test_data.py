@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import json
 import os
 import threading
 from pathlib import Path
 
+import blake3
 import h5py
 import numpy as np
 import pytest
@@ -84,7 +86,8 @@ def test_prepare_shapes_split_and_meta(g10, tmp_path):
     assert data.labels.tolist() == (np.arange(40) % 10).tolist()
     counts = np.stack([np.bincount(data.labels[data.split == s], minlength=10) for s in range(3)])
     assert counts.sum() == 40 and (counts[0] == 3).all() and counts[1:].sum() == 10  # 4 per class -> 3/0.5/0.5
-    assert data.meta["source_sha256"] == hashlib.sha256(g10.read_bytes()).hexdigest()
+    assert data.meta["source_blake3"] == blake3.blake3(g10.read_bytes()).hexdigest()
+    assert "source_sha256" not in data.meta
     assert data.meta["counts"]["train"] == counts[0].tolist()
     # anti-aliased resize: a flat image stays flat, and the mean brightness is kept
     first = np.asarray(data.images[0], dtype=np.float64)
@@ -296,3 +299,26 @@ def test_touched_source_is_still_a_cache_hit(g10, tmp_path):
     assert second.cached and second.key == first.key
     assert (out / "images.npy").stat().st_mtime_ns == stamp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g10.h5", "p"]
+
+
+def test_folder_of_version_1_is_re_prepared_not_a_crash(g10, tmp_path):
+    """A folder from before BLAKE3 (version 1: a SHA256 under `source_sha256`, in its key too) is not a hit."""
+    out = tmp_path / "p"
+    D.prepare(g10, out, size=32)
+    meta = json.loads((out / "meta.json").read_text())
+    sha256 = hashlib.sha256(g10.read_bytes()).hexdigest()
+    settings = {"source": sha256, "size": 32, "seed": 0, "fractions": [0.8, 0.1, 0.1], "version": 1}
+    old_key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]  # version 1's formula
+    del meta["source_blake3"]
+    meta.update(version=1, source_sha256=sha256, key=old_key)  # source_stat unchanged: the same file, untouched
+    (out / "meta.json").write_text(json.dumps(meta))
+    fresh = (out / "images.npy").read_bytes()
+    (out / "images.npy").write_bytes(fresh[:-1] + bytes([fresh[-1] ^ 1]))  # mark the old folder's images
+    assert "(sha256 " + sha256[:12] in D.describe(D.load_prepared(out))  # `galaxy data info` still reads it
+    again = D.prepare(g10, out, size=32)
+    assert not again.cached and again.key != old_key
+    now = json.loads((out / "meta.json").read_text())
+    assert now["version"] == 2 and now["source_blake3"] == blake3.blake3(g10.read_bytes()).hexdigest()
+    assert "source_sha256" not in now
+    assert (out / "images.npy").read_bytes() == fresh  # rewritten, not kept
+    assert D.prepare(g10, out, size=32).cached  # and the new folder is a hit from then on

@@ -28,7 +28,7 @@ def test_run_logs_everything_and_registered_model_reproduces(mlflow_store, tiny_
     assert run.info.status == "FINISHED"
     assert run.data.params["model.codebook_size"] == "32" and run.data.params["model.epochs"] == "2"
     assert run.data.params["model_grid"] == "8"  # derived: 32 px / 2**2
-    assert {"git_commit", "data_key", "data_sha256", "device", "synthetic"} <= set(run.data.tags)
+    assert {"git_commit", "data_key", "data_blake3", "device", "synthetic"} <= set(run.data.tags)
     history = mlflow.MlflowClient().get_metric_history(ref.run_id, "val_psnr")
     assert [m.step for m in history] == [1, 2]
     for key in ("val_mse", "val_utilisation", "val_perplexity", "train_loss"):

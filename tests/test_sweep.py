@@ -333,7 +333,8 @@ def test_galaxy_sweep_argument_errors_are_one_line(mlflow_store, tiny_data):
         (["--storage", "not a url"], "--storage: 'not a url' is not a database URL"),
     ):
         one_line_error(runner.invoke(app, ["sweep", "--data", str(tiny_data), *args]), needle)
-    assert not list(mlflow_store.glob("mlflow/*.db")), "an argument error must not start a sweep"
+    assert not (mlflow_store / "mlflow" / "optuna.db").exists(), "an argument error must not create a study"
+    assert mlflow.MlflowClient().get_experiment_by_name(EXPERIMENT) is None, "nor start a sweep run"
 
 
 def test_galaxy_sweep_command_end_to_end(tmp_path, tiny_data):

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tasks import cache
-from tests.conftest import make_galaxy10
+from tests.conftest import make_galaxy10, make_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,12 +22,13 @@ def key_in_new_process(cwd: Path, params: dict) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def test_key_changes_with_checkout_folder_store_data_and_code(tmp_path, monkeypatch):
+def test_key_changes_with_checkout_folder_store_data_and_code(tmp_path, monkeypatch, empty_mlflow_db):
     from model.data import prepare
 
     params = {"data_dir": "data/prepared", "preset_name": "demo", "epochs": None}
     for name in ("a", "b"):
-        (tmp_path / name / "mlflow").mkdir(parents=True)
+        (tmp_path / name).mkdir()
+        make_store(tmp_path / name, empty_mlflow_db)  # the default store, mlflow/mlflow.db, already made
         prepare(make_galaxy10(tmp_path / name / "src.h5", seed=1), tmp_path / name / "data" / "prepared", size=32)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 

@@ -104,7 +104,10 @@ def run_child(src: Path, out: Path, mode: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(src), str(out), mode, str(SIZE)],
-        cwd=ROOT, env=env, capture_output=True, text=True,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         sys.exit(f"prepare benchmark: the {mode} run failed:\n{proc.stderr.strip()}")

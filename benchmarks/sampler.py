@@ -15,15 +15,17 @@ import os
 import time
 
 import torch
-
 from reference_sampler import reference_generate  # the sibling file: benchmarks run as scripts
+
 from model.config import from_preset
 from model.prior import PRESETS, ConditionalPrior, PriorConfig
 from model.sampling import generate
 from model.train_prior import configure_optimizer, next_token_loss
 
 K, GRID, N_IMAGES, CFG = 1024, 16, 16, 3.0
-N_REFERENCE_CPU = int(os.environ.get("SAMPLER_BENCH_REF_IMAGES", "16"))  # fewer (e.g. 2) for a quick run, scaled linearly
+N_REFERENCE_CPU = int(
+    os.environ.get("SAMPLER_BENCH_REF_IMAGES", "16")
+)  # fewer (e.g. 2) for a quick run, scaled linearly
 
 
 def timed(fn, device: torch.device) -> tuple[float, torch.Tensor]:
@@ -91,18 +93,27 @@ def main() -> None:
     config = PriorConfig(vocab_size=K, grid_h=GRID, grid_w=GRID, dim=256, heads=8, layers=6)
     torch.manual_seed(0)
     model = ConditionalPrior(config).eval()
-    print(f"prior: {config.layers} layers, width {config.dim}, {config.heads} heads, K={K}, T={config.seq_len}, "
-          f"{model.num_params() / 1e6:.2f}M params; CPU threads: {torch.get_num_threads()}")
+    print(
+        f"prior: {config.layers} layers, width {config.dim}, {config.heads} heads, K={K}, T={config.seq_len}, "
+        f"{model.num_params() / 1e6:.2f}M params; CPU threads: {torch.get_num_threads()}"
+    )
 
     t = sampler_times(model, N_IMAGES, N_REFERENCE_CPU, cpu)
-    print(f"CPU cached sampler, {N_IMAGES} images, cfg {CFG:g}: {t['cached']:.1f} s "
-          f"({N_IMAGES / t['cached']:.2f} images/s)")
-    print(f"CPU {N_REFERENCE_CPU} images, cfg {CFG:g}: cached {t['cached_small']:.1f} s, article loop "
-          f"{t['reference_small']:.1f} s -> {t['reference_small'] / t['cached_small']:.1f}x at equal batch; "
-          f"same-seed tokens identical: {t['agree']:.1%}")
+    print(
+        f"CPU cached sampler, {N_IMAGES} images, cfg {CFG:g}: {t['cached']:.1f} s "
+        f"({N_IMAGES / t['cached']:.2f} images/s)"
+    )
+    print(
+        f"CPU {N_REFERENCE_CPU} images, cfg {CFG:g}: cached {t['cached_small']:.1f} s, article loop "
+        f"{t['reference_small']:.1f} s -> {t['reference_small'] / t['cached_small']:.1f}x at equal batch; "
+        f"same-seed tokens identical: {t['agree']:.1%}"
+    )
     cpu_ratio = t["reference_scaled"] / t["cached"]
-    how = "timed in full" if N_REFERENCE_CPU == N_IMAGES else (
-        f"estimated as {N_REFERENCE_CPU}-image time x {N_IMAGES / N_REFERENCE_CPU:g} (linear in batch)")
+    how = (
+        "timed in full"
+        if N_REFERENCE_CPU == N_IMAGES
+        else (f"estimated as {N_REFERENCE_CPU}-image time x {N_IMAGES / N_REFERENCE_CPU:g} (linear in batch)")
+    )
     print(f"CPU article loop for {N_IMAGES} images, {how}: {t['reference_scaled']:.0f} s -> {cpu_ratio:.1f}x")
 
     gpu_summary = ""
@@ -112,20 +123,25 @@ def main() -> None:
         model_gpu = ConditionalPrior(config).to(gpu).eval()
         g = sampler_times(model_gpu, 256, 32, gpu)
         gpu_ratio = g["reference_scaled"] / g["cached"]
-        print(f"GPU ({torch.cuda.get_device_name()}) 256 images cfg {CFG:g}: cached {g['cached']:.2f} s "
-              f"({256 / g['cached']:.0f} images/s); article loop on 32 images {g['reference_small']:.1f} s, "
-              f"x8 = {g['reference_scaled']:.0f} s -> {gpu_ratio:.1f}x")
+        print(
+            f"GPU ({torch.cuda.get_device_name()}) 256 images cfg {CFG:g}: cached {g['cached']:.2f} s "
+            f"({256 / g['cached']:.0f} images/s); article loop on 32 images {g['reference_small']:.1f} s, "
+            f"x8 = {g['reference_scaled']:.0f} s -> {gpu_ratio:.1f}x"
+        )
         gpu_summary = f"; GPU 256 images {256 / g['cached']:.0f} images/s, {gpu_ratio:.0f}x"
 
     demo_tps = train_throughput("demo", vocab=256, batch=32, steps=3)
     article_tps = train_throughput("article", vocab=K, batch=8, steps=2)
-    print(f"CPU prior training (1 thread): demo preset {demo_tps:,.0f} tokens/s "
-          f"(~{3000 * 256 / demo_tps:.0f} s per epoch of 3k x 256 tokens); article preset {article_tps:,.0f} tokens/s")
+    print(
+        f"CPU prior training (1 thread): demo preset {demo_tps:,.0f} tokens/s "
+        f"(~{3000 * 256 / demo_tps:.0f} s per epoch of 3k x 256 tokens); article preset {article_tps:,.0f} tokens/s"
+    )
 
+    scaled = "" if N_REFERENCE_CPU == N_IMAGES else f", scaled x{N_IMAGES // N_REFERENCE_CPU}"
     print(
         f"sampler: {cpu_ratio:.0f}x cached+batched-CFG sampler vs article loop, {N_IMAGES} images cfg {CFG:g} "
         f"T=256 K={K} 6x256 prior on 1 CPU thread: {t['cached']:.1f} s vs {t['reference_scaled']:.0f} s "
-        f"(reference timed on {N_REFERENCE_CPU} images{'' if N_REFERENCE_CPU == N_IMAGES else f', scaled x{N_IMAGES // N_REFERENCE_CPU}'}; "
+        f"(reference timed on {N_REFERENCE_CPU} images{scaled}; "
         f"{t['reference_small'] / t['cached_small']:.0f}x at equal batch){gpu_summary}; "
         f"training {demo_tps:,.0f} tok/s demo, {article_tps:,.0f} tok/s article"
     )

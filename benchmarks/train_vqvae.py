@@ -144,10 +144,13 @@ def codebook_health(device: torch.device) -> tuple[dict[str, dict[str, float]], 
         m = train_vqvae(mc, train, val).metrics
         results[name] = {k: m[k] for k in ("val_utilisation", "val_perplexity", "val_psnr", "val_mse", "images_per_s")}
         results[name]["K"] = mc.codebook_size
-        print(f"(b) {name:13s} {mc.quantizer} kmeans_init={mc.kmeans_init} dead<{mc.threshold_ema_dead_code} "
-              f"decay={mc.decay} codebook_dim={mc.codebook_dim}: "
-              f"utilisation {m['val_utilisation']:.1%}, perplexity {m['val_perplexity']:.1f}/{mc.codebook_size}, "
-              f"PSNR {m['val_psnr']:.2f} dB, {m['images_per_s']:.1f} img/s", flush=True)
+        print(
+            f"(b) {name:13s} {mc.quantizer} kmeans_init={mc.kmeans_init} dead<{mc.threshold_ema_dead_code} "
+            f"decay={mc.decay} codebook_dim={mc.codebook_dim}: "
+            f"utilisation {m['val_utilisation']:.1%}, perplexity {m['val_perplexity']:.1f}/{mc.codebook_size}, "
+            f"PSNR {m['val_psnr']:.2f} dB, {m['images_per_s']:.1f} img/s",
+            flush=True,
+        )
     return results, f"{source}, {len(train)} train / {len(val)} val, {epochs} epochs"
 
 
@@ -155,14 +158,19 @@ def main() -> None:
     device = pick_device()
     t0 = time.perf_counter()
     rates = {"cpu": throughput(torch.device("cpu"))}
-    print(f"(a) cpu  article 128 px: ours {rates['cpu']['ours']:.2f} img/s, naive {rates['cpu']['naive']:.2f} img/s",
-          flush=True)
+    print(
+        f"(a) cpu  article 128 px: ours {rates['cpu']['ours']:.2f} img/s, naive {rates['cpu']['naive']:.2f} img/s",
+        flush=True,
+    )
     if device.type == "cuda":
         rates["cuda"] = throughput(device)
         r = rates["cuda"]
-        print(f"(a) cuda article 128 px: ours (bf16, channels-last, resident) {r['ours']:.0f} img/s "
-              f"= {GALAXY10_IMAGES / r['ours']:.1f} s per {GALAXY10_IMAGES}-image epoch; "
-              f"naive {r['naive']:.0f} img/s = {GALAXY10_IMAGES / r['naive']:.1f} s", flush=True)
+        print(
+            f"(a) cuda article 128 px: ours (bf16, channels-last, resident) {r['ours']:.0f} img/s "
+            f"= {GALAXY10_IMAGES / r['ours']:.1f} s per {GALAXY10_IMAGES}-image epoch; "
+            f"naive {r['naive']:.0f} img/s = {GALAXY10_IMAGES / r['naive']:.1f} s",
+            flush=True,
+        )
     health, data_desc = codebook_health(device)
     print(f"(b) data: {data_desc}; total {time.perf_counter() - t0:.0f} s", flush=True)
 
@@ -171,15 +179,18 @@ def main() -> None:
     cuda = ""
     if "cuda" in rates:
         r = rates["cuda"]
-        cuda = f"; cuda {r['ours']:.0f} vs {r['naive']:.0f} img/s ({r['naive'] and r['ours'] / r['naive']:.2f}x), " \
-               f"{GALAXY10_IMAGES / r['ours']:.0f} s/epoch"
+        cuda = (
+            f"; cuda {r['ours']:.0f} vs {r['naive']:.0f} img/s ({r['naive'] and r['ours'] / r['naive']:.2f}x), "
+            f"{GALAXY10_IMAGES / r['ours']:.0f} s/epoch"
+        )
     print(
         f"train_vqvae: {cpu['ours'] / cpu['naive']:.2f}x training throughput vs a naive DataLoader loop "
         f"(article arch 128 px, cpu {cpu['ours']:.1f} vs {cpu['naive']:.1f} img/s{cuda}); demo codebook "
         f"plain -> kmeans+dead-code: utilisation {plain['val_utilisation']:.0%} -> {anti['val_utilisation']:.0%}, "
         f"perplexity {plain['val_perplexity']:.0f} -> {anti['val_perplexity']:.0f} of {anti['K']}, "
         f"PSNR {plain['val_psnr']:.1f} -> {anti['val_psnr']:.1f} dB; tuned (dead<8, decay 0.9, codebook_dim 8): "
-        f"utilisation {tuned['val_utilisation']:.0%}, perplexity {tuned['val_perplexity']:.0f}, PSNR {tuned['val_psnr']:.1f} dB"
+        f"utilisation {tuned['val_utilisation']:.0%}, perplexity {tuned['val_perplexity']:.0f}, "
+        f"PSNR {tuned['val_psnr']:.1f} dB"
     )
 
 

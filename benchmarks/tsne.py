@@ -10,11 +10,10 @@ import os
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(var, "1")
 
+import resource  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
-
-import resource  # noqa: E402
 
 from model.embedding import TSNE_BACKEND, embed_tsne, knn_accuracy, reduce_features  # noqa: E402
 
@@ -51,11 +50,16 @@ def main() -> None:
     acc, _ = knn_accuracy(emb, labels_full, k=5, metric="euclidean")
     print(f"{TSNE_BACKEND:9s} N={N_FULL}: {cpu_full:6.1f} s CPU ({wall_full:6.1f} s wall), 5-NN accuracy {acc:.3f}")
     pca_s, rss_gb = full_pca()
-    print(f"PCA of the full {N_FULL} x {LATENT} float32 latents to {DIMS} dims: {pca_s:.0f} s wall, peak RSS {rss_gb:.1f} GB")
+    print(
+        f"PCA of the full {N_FULL} x {LATENT} float32 latents to {DIMS} dims: "
+        f"{pca_s:.0f} s wall, peak RSS {rss_gb:.1f} GB"
+    )
     ratio = results[other] / results[TSNE_BACKEND]
-    print(f"tsne: {ratio:.2f}x {TSNE_BACKEND} vs {other} at N={N_SMALL}, 1 thread "
-          f"({results[TSNE_BACKEND]:.1f} s vs {results[other]:.1f} s CPU); full N={N_FULL}: PCA {pca_s:.0f} s + "
-          f"{TSNE_BACKEND} {cpu_full:.0f} s CPU, peak RSS {rss_gb:.1f} GB")
+    print(
+        f"tsne: {ratio:.2f}x {TSNE_BACKEND} vs {other} at N={N_SMALL}, 1 thread "
+        f"({results[TSNE_BACKEND]:.1f} s vs {results[other]:.1f} s CPU); full N={N_FULL}: PCA {pca_s:.0f} s + "
+        f"{TSNE_BACKEND} {cpu_full:.0f} s CPU, peak RSS {rss_gb:.1f} GB"
+    )
 
 
 def full_pca() -> tuple[float, float]:

@@ -41,8 +41,12 @@ def evaluate_cmd(
         raise UserError(data, "no such prepared dataset folder (run `galaxy data prepare` first)")
     from tasks.evaluate import evaluate_run
 
-    result = evaluate_run(model, data, judge_uri=judge, cfg_values=cfg_values, per_class=per_class, limit=limit, seed=seed)
+    result = evaluate_run(
+        model, data, judge_uri=judge, cfg_values=cfg_values, per_class=per_class, limit=limit, seed=seed
+    )
     typer.echo(f"run {result['run_id']} (experiment galaxy-evaluate): figures under evaluate/")
     typer.echo(result["summary"])
     if result["notes"]:
-        typer.echo(f"note: {len(result['notes'])} per-class Fréchet distances skipped (too few images), see evaluate/notes.txt")
+        typer.echo(
+            f"note: {len(result['notes'])} per-class Fréchet distances skipped (too few images), see evaluate/notes.txt"
+        )

@@ -38,7 +38,9 @@ def atlas_cmd(
 @user_errors
 def sample_cmd(
     model: str = typer.Option("models:/galaxy-sampler@champion", "--model", help="Registered sampler URI."),
-    classes: str = typer.Option("0,1,2,3,4,5,6,7,8,9", "--classes", help="Comma-separated class ids or names; 'none' = unconditional."),
+    classes: str = typer.Option(
+        "0,1,2,3,4,5,6,7,8,9", "--classes", help="Comma-separated class ids or names; 'none' = unconditional."
+    ),
     n: int = typer.Option(8, "--n", help="Images per class."),
     cfg: float = typer.Option(3.0, "--cfg", help="Classifier-free guidance scale (0-100; 1 = purely conditional)."),
     temperature: float = typer.Option(1.0, "--temperature", help="Softmax temperature (0 < T <= 10)."),
@@ -79,8 +81,17 @@ def sample_cmd(
     batches = sum(1 for cond in (True, False) if any((c >= 0) == cond for c in requested))  # ≤ 256 images each
     batches = max(batches, (len(requested) + 255) // 256)
     with bar(total=prior.seq_len * batches, desc="sampling tokens", unit="tok") as pbar:
-        s = sample(prior, vqvae, requested, cfg_scale=cfg, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                   progress=lambda k: pbar.update(k - pbar.n))
+        s = sample(
+            prior,
+            vqvae,
+            requested,
+            cfg_scale=cfg,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            progress=lambda k: pbar.update(k - pbar.n),
+        )
     rows = [s.images[i * n : (i + 1) * n] for i in range(len(labels))]
     names = [f"{c}: {CLASS_NAMES[c]}" if c >= 0 else "unconditional" for c in labels]
     title = f"{model}: cfg {cfg:g}, temperature {temperature:g}, top-k {top_k}, top-p {top_p:g}, seed {seed}"

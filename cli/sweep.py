@@ -20,7 +20,9 @@ def sweep_cmd(
     data: Path = typer.Option(..., "--data", help="Prepared dataset folder."),
     trials: int = typer.Option(8, "--trials", help="Trials to finish in all (W workers: up to W - 1 more)."),
     workers: int = typer.Option(2, "--workers", help="Worker processes drawing trials from one study."),
-    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna RDB URL (default sqlite:///mlflow/optuna.db)."),
+    storage: Optional[str] = typer.Option(
+        None, "--storage", help="Optuna RDB URL (default sqlite:///mlflow/optuna.db)."
+    ),
     preset: str = typer.Option("demo", "--preset", help="VQ-VAE preset every trial starts from."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs per trial (default: the preset's)."),
     study: Optional[str] = typer.Option(None, "--study", help="Study name (default: derived from data and preset)."),
@@ -40,7 +42,14 @@ def sweep_cmd(
     except UserError as err:
         raise UserError("--storage", err.problem) from None
     result = run_sweep(
-        data, trials, workers, storage=storage, preset_name=preset, epochs=epochs, seed=seed, study_name=study,
+        data,
+        trials,
+        workers,
+        storage=storage,
+        preset_name=preset,
+        epochs=epochs,
+        seed=seed,
+        study_name=study,
         overrides=parse_settings(settings),
     )
     typer.echo(f"study {result.study_name}: best val MSE {result.best_value:.5f} with {result.best_params}")

@@ -83,7 +83,9 @@ def train_judge_cmd(
     """Train the morphology judge on the training split and register it as galaxy-judge."""
     from tasks.judge import train_judge_run
 
-    ref = train_judge_run(data, preset, epochs=epochs, overrides=parse_settings(settings), limit=limit, resume=not fresh)
+    ref = train_judge_run(
+        data, preset, epochs=epochs, overrides=parse_settings(settings), limit=limit, resume=not fresh
+    )
     m = ref.metrics
     typer.echo(
         f"run {ref.run_id}: test accuracy {m['test_accuracy']:.3f} "

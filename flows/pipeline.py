@@ -11,8 +11,8 @@ from typing import Literal, Optional
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from tasks.summary import publish_summary
 from tasks.data import DEFAULT_SYNTH_N, prepare_task
+from tasks.summary import publish_summary
 
 Stage = Literal["data", "vqvae", "atlas", "prior", "samples", "judge", "evaluate", "sweep"]
 ALL_STAGES: tuple[str, ...] = ("data", "vqvae", "atlas", "prior", "samples", "judge", "evaluate")
@@ -26,14 +26,18 @@ class PipelineConfig(BaseModel):
     data_dir: str = Field("data/prepared", description="folder of the prepared dataset")
     size: int = Field(128, ge=16, le=512, description="image side after preparation")
     seed: int = Field(0, description="seed of the split, the synthetic set and every model")
-    stages: list[Stage] = Field(default_factory=lambda: list(ALL_STAGES), description="stages to run, in pipeline order")
+    stages: list[Stage] = Field(
+        default_factory=lambda: list(ALL_STAGES), description="stages to run, in pipeline order"
+    )
     vqvae_preset: Literal["demo", "article"] = "demo"
     vqvae_epochs: Optional[int] = Field(None, ge=1, description="override the preset's epochs")
     prior_preset: Literal["demo", "article"] = "demo"
     prior_epochs: Optional[int] = Field(None, ge=1)
     judge_preset: Literal["demo", "article"] = "demo"
     judge_epochs: Optional[int] = Field(None, ge=1)
-    vqvae_overrides: dict = Field(default_factory=dict, description="any VQ-VAE config field, e.g. {'codebook_size': 512}")
+    vqvae_overrides: dict = Field(
+        default_factory=dict, description="any VQ-VAE config field, e.g. {'codebook_size': 512}"
+    )
     prior_overrides: dict = Field(default_factory=dict)
     judge_overrides: dict = Field(default_factory=dict)
     limit: Optional[int] = Field(None, ge=16, description="use only the first N images of each split (smoke tests)")
@@ -60,7 +64,9 @@ def galaxy(config: PipelineConfig = PipelineConfig()) -> dict:
 
     log = get_run_logger()
     results: dict = {}
-    data_dir = prepare_task(config.source, config.data_dir, size=config.size, seed=config.seed, synthetic_n=config.synthetic_n)
+    data_dir = prepare_task(
+        config.source, config.data_dir, size=config.size, seed=config.seed, synthetic_n=config.synthetic_n
+    )
     results["data"] = {"data_dir": data_dir}
 
     if needs(config, "vqvae", "atlas", "prior", "samples", "evaluate"):
@@ -71,7 +77,9 @@ def galaxy(config: PipelineConfig = PipelineConfig()) -> dict:
         results["atlas"] = atlas_task(results["vqvae"]["model_uri"], data_dir, limit=config.limit, seed=config.seed)
     if needs(config, "prior", "samples", "evaluate"):
         overrides = {"seed": config.seed, **config.prior_overrides}
-        results["prior"] = train_prior_task(results["vqvae"]["model_uri"], data_dir, config.prior_preset, config.prior_epochs, overrides, config.limit)
+        results["prior"] = train_prior_task(
+            results["vqvae"]["model_uri"], data_dir, config.prior_preset, config.prior_epochs, overrides, config.limit
+        )
         log.info("sampler %s: %s", results["prior"]["model_uri"], results["prior"]["metrics"])
     if needs(config, "samples"):
         sampling_grids_task(results["prior"]["run_id"], results["prior"]["model_uri"], seed=config.seed)
@@ -80,11 +88,19 @@ def galaxy(config: PipelineConfig = PipelineConfig()) -> dict:
         overrides = {"seed": config.seed, **config.judge_overrides}
         results["judge"] = train_judge_task(data_dir, config.judge_preset, config.judge_epochs, overrides, config.limit)
     if needs(config, "evaluate"):
-        results["evaluate"] = evaluate_task(results["prior"]["model_uri"], data_dir, results["judge"]["model_uri"], limit=config.limit, seed=config.seed)
+        results["evaluate"] = evaluate_task(
+            results["prior"]["model_uri"], data_dir, results["judge"]["model_uri"], limit=config.limit, seed=config.seed
+        )
     if needs(config, "sweep"):
         results["sweep"] = sweep_task(
-            data_dir, config.sweep_trials, config.sweep_workers, config.sweep_storage,
-            preset_name=config.vqvae_preset, epochs=config.vqvae_epochs, limit=config.limit, seed=config.seed,
+            data_dir,
+            config.sweep_trials,
+            config.sweep_workers,
+            config.sweep_storage,
+            preset_name=config.vqvae_preset,
+            epochs=config.vqvae_epochs,
+            limit=config.limit,
+            seed=config.seed,
             overrides={"seed": config.seed, **config.vqvae_overrides},
         )
     publish_summary(results)

@@ -53,7 +53,9 @@ def restricted_indices(
     return random_generator(rng).choice(pool, size=shape).astype(np.int64)
 
 
-def unused_indices(counts: np.ndarray, rng: np.random.Generator | int | None, shape: tuple[int, ...]) -> np.ndarray | None:
+def unused_indices(
+    counts: np.ndarray, rng: np.random.Generator | int | None, shape: tuple[int, ...]
+) -> np.ndarray | None:
     """Random index grids made only of never-used codes; None when every code is used."""
     unused = np.flatnonzero(np.asarray(counts) == 0)
     if unused.size == 0:
@@ -82,7 +84,9 @@ def near_square(d: int) -> tuple[int, int]:
     return math.ceil(d / side), side
 
 
-def codebook_images(codebook: np.ndarray, decode_latents: DecodeLatentsFn, codes: Sequence[int], grid_hw: tuple[int, int]) -> np.ndarray:
+def codebook_images(
+    codebook: np.ndarray, decode_latents: DecodeLatentsFn, codes: Sequence[int], grid_hw: tuple[int, int]
+) -> np.ndarray:
     """Raw decoder output (n, H, W, 3) for latent grids filled with one codebook vector each."""
     h, w = grid_hw
     vectors = np.asarray(codebook)[list(codes)]  # (n, D)

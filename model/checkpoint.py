@@ -81,7 +81,9 @@ def read_checkpoint(path: str | Path, kind: str, map_location: str | torch.devic
     return ckpt
 
 
-def load_model(path: str | Path, model_cls: type[M], map_location: str | torch.device = "cpu") -> tuple[M, dict[str, Any]]:
+def load_model(
+    path: str | Path, model_cls: type[M], map_location: str | torch.device = "cpu"
+) -> tuple[M, dict[str, Any]]:
     """Rebuild ``model_cls`` from a checkpoint's config, load its weights strictly; (model in eval mode, ckpt)."""
     ckpt = read_checkpoint(path, model_cls.KIND, map_location)
     model = model_cls(model_cls.CONFIG.from_dict(ckpt["config"]))

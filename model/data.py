@@ -61,7 +61,9 @@ Progress = Callable[[int], None]
 # Preparing
 
 
-def stratified_split(labels: np.ndarray, seed: int, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> np.ndarray:
+def stratified_split(
+    labels: np.ndarray, seed: int, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+) -> np.ndarray:
     """Assign each image to train (0), val (1) or test (2), keeping class proportions in every split."""
     if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
         raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
@@ -305,7 +307,9 @@ def load_prepared(root: str | Path) -> PreparedData:
         except (OSError, ValueError) as err:
             raise UserError(path, f"cannot be read: {short_error(err)}") from None
     n = len(arrays["labels"])
-    if arrays["images"].shape != (n, meta["size"], meta["size"], 3) or any(len(arrays[k]) != n for k in ("redshift", "split")):
+    if arrays["images"].shape != (n, meta["size"], meta["size"], 3) or any(
+        len(arrays[k]) != n for k in ("redshift", "split")
+    ):
         raise UserError(root, "arrays disagree in length or shape: re-run `galaxy data prepare`")
     return PreparedData(root=root, meta=meta, **arrays)
 

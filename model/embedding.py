@@ -31,8 +31,14 @@ def _flatten_f32(features: np.ndarray, normalise: bool, chunk: int = 1024) -> np
 
 
 def randomized_pca(
-    features: np.ndarray, n_components: int, *, normalise: bool = True, n_iter: int = 4, oversample: int = 10,
-    seed: int = 0, chunk: int = 512,
+    features: np.ndarray,
+    n_components: int,
+    *,
+    normalise: bool = True,
+    n_iter: int = 4,
+    oversample: int = 10,
+    seed: int = 0,
+    chunk: int = 512,
 ) -> np.ndarray:
     """(N, ...) -> (N, n_components) float32 PCA scores, reading the features chunk by chunk.
 
@@ -77,7 +83,9 @@ def randomized_pca(
     return (u * sing[:n_components]).astype(np.float32)  # (N, k)
 
 
-def reduce_features(features: np.ndarray, n_components: int | None = 50, *, metric: str = "cosine", seed: int = 0) -> np.ndarray:
+def reduce_features(
+    features: np.ndarray, n_components: int | None = 50, *, metric: str = "cosine", seed: int = 0
+) -> np.ndarray:
     """(N, ...) -> (N, <= n_components) float32 features in which Euclidean distance stands for `metric`.
 
     For "cosine" the rows are L2-normalised first (Euclidean distance between unit vectors is a
@@ -123,15 +131,30 @@ def embed_tsne(
 
         # same schedule as scikit-learn (250 exaggerated, then the rest); FFT gradients
         # measured faster than Barnes-Hut from a few thousand points on (benchmarks/tsne.py)
-        tsne = TSNE(n_components=2, perplexity=perplexity, metric="euclidean", initialization="pca",
-                    early_exaggeration_iter=exaggerated, n_iter=n_iter - exaggerated, n_jobs=n_jobs, random_state=seed,
-                    negative_gradient_method="fft" if n >= 5000 else "bh")
+        tsne = TSNE(
+            n_components=2,
+            perplexity=perplexity,
+            metric="euclidean",
+            initialization="pca",
+            early_exaggeration_iter=exaggerated,
+            n_iter=n_iter - exaggerated,
+            n_jobs=n_jobs,
+            random_state=seed,
+            negative_gradient_method="fft" if n >= 5000 else "bh",
+        )
         embedding = np.asarray(tsne.fit(x))
     elif backend == "sklearn":
         from sklearn.manifold import TSNE
 
-        tsne = TSNE(n_components=2, perplexity=perplexity, metric="euclidean", init="pca", max_iter=n_iter,
-                    random_state=seed, n_jobs=n_jobs)
+        tsne = TSNE(
+            n_components=2,
+            perplexity=perplexity,
+            metric="euclidean",
+            init="pca",
+            max_iter=n_iter,
+            random_state=seed,
+            n_jobs=n_jobs,
+        )
         embedding = tsne.fit_transform(x)
     else:
         raise ValueError(f"backend must be 'opentsne' or 'sklearn', not {backend!r}")
@@ -162,7 +185,9 @@ def kmeans_clusters(features: np.ndarray, n_clusters: int, seed: int = 0, *, nor
     return KMeans(n_clusters=n_clusters, n_init=4, random_state=seed).fit_predict(x)
 
 
-def label_nmi(features_or_clusters: np.ndarray, labels: np.ndarray, seed: int = 0, n_clusters: int | None = None) -> float:
+def label_nmi(
+    features_or_clusters: np.ndarray, labels: np.ndarray, seed: int = 0, n_clusters: int | None = None
+) -> float:
     """NMI between labels and k-means clusters of the features (k = number of classes), or given (N,) cluster ids."""
     from sklearn.metrics import normalized_mutual_info_score
 
@@ -198,7 +223,13 @@ class Separability(NamedTuple):
 
 
 def separability(
-    features: np.ndarray, labels: np.ndarray, *, k: int = 5, folds: int = 5, seed: int = 0, metric: str = "cosine",
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    k: int = 5,
+    folds: int = 5,
+    seed: int = 0,
+    metric: str = "cosine",
     pca_dims: int | None = 50,
 ) -> Separability:
     """k-NN accuracy and k-means NMI of features against labels, with chance levels, after reduce_features."""
@@ -206,4 +237,6 @@ def separability(
     x = reduce_features(features, pca_dims, metric=metric, seed=seed)  # (N, <=pca_dims), Euclidean geometry
     knn, knn_std = knn_accuracy(x, labels, k=k, folds=folds, seed=seed, metric="euclidean")
     clusters = kmeans_clusters(x, len(np.unique(labels)), seed, normalise=False)
-    return Separability(knn, knn_std, chance_accuracy(labels), label_nmi(clusters, labels), chance_nmi(clusters, labels, seed))
+    return Separability(
+        knn, knn_std, chance_accuracy(labels), label_nmi(clusters, labels), chance_nmi(clusters, labels, seed)
+    )

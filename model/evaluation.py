@@ -87,7 +87,9 @@ def score(
     metrics.update({f"real_test_accuracy_class{c}": v for c, v in enumerate(real[0])})
     metrics.update({f"recon_accuracy_class{c}": v for c, v in enumerate(recon_acc[0])})
     per_class = len(gen.labels) // max(k, 1)
-    metrics.update(n_generated_per_class=float(per_class), n_test=float(len(test.labels)), n_floor_train=float(len(floor.labels)))
+    metrics.update(
+        n_generated_per_class=float(per_class), n_test=float(len(test.labels)), n_floor_train=float(len(floor.labels))
+    )
     metrics = {key: float(v) for key, v in metrics.items()}
     return Scores(metrics, acc, acc_c, real, recon_acc, fd, fd_c, notes)
 
@@ -103,7 +105,9 @@ def summary_rows(scores: Scores, cfg_values: Sequence[float], fd_cfg: float, cla
     rows = []
     for c, name in enumerate(class_names):
         row: dict = {"class": f"{c}: {name}"}
-        row.update({f"acc cfg {cfg_tag(cfg)}": cell(scores.accuracy_per_class[j, c]) for j, cfg in enumerate(cfg_values)})
+        row.update(
+            {f"acc cfg {cfg_tag(cfg)}": cell(scores.accuracy_per_class[j, c]) for j, cfg in enumerate(cfg_values)}
+        )
         row.update({"acc real": cell(scores.real_accuracy[0][c]), "acc recon": cell(scores.recon_accuracy[0][c])})
         row.update({columns[n]: cell(v[c]) for n, v in scores.fd_per_class.items()})
         rows.append(row)

@@ -34,7 +34,15 @@ class JudgeConfig(Config):
     """Architecture and training settings of the morphology judge (the model is rebuilt from this alone)."""
 
     TRAINING: ClassVar[tuple[str, ...]] = (
-        "epochs", "batch_size", "lr", "weight_decay", "augment", "blur", "seed", "device", "eval_batch_size",
+        "epochs",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "augment",
+        "blur",
+        "seed",
+        "device",
+        "eval_batch_size",
     )
 
     image_size: int = 128  # input height = width; predict() checks images against it
@@ -179,7 +187,9 @@ def train_judge(
     steps_per_epoch = n // batch_size  # last partial batch dropped; the shuffle changes every epoch
     total = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=max(total, 1), pct_start=0.15)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=max(total, 1), pct_start=0.15
+    )
     amp = device.type == "cuda"
 
     history: list[dict[str, float]] = []
@@ -230,8 +240,13 @@ def train_judge(
         if val_acc > best_acc:
             best_acc, best_epoch = val_acc, epoch + 1
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        state = dict(optimizer=optimizer, history=history, schedule=schedule.state_dict(),
-                     data_rng=generator.get_state(), best_model=best_state)
+        state = dict(
+            optimizer=optimizer,
+            history=history,
+            schedule=schedule.state_dict(),
+            data_rng=generator.get_state(),
+            best_model=best_state,
+        )
         if hooks.end_epoch(model, epoch + 1, metrics, **state):
             break
     if best_state is not None:
@@ -246,7 +261,10 @@ def train_judge(
 
 @torch.inference_mode()
 def predict(
-    model: MorphologyCNN, images: np.ndarray | torch.Tensor, batch_size: int = 256, device: str | torch.device | None = None
+    model: MorphologyCNN,
+    images: np.ndarray | torch.Tensor,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(N, H, W, 3) uint8 images -> class probabilities (N, K) and features (N, F), float32 numpy."""
     if len(images):

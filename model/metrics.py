@@ -69,7 +69,7 @@ def psnr(mse: float, data_range: float = 2.0) -> float:
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[str, Any]:
-    """Accuracy, per-class precision and recall (0 where undefined), support and confusion (rows true, cols predicted)."""
+    """Accuracy, per-class precision and recall (0 where undefined), support, confusion (rows true, cols predicted)."""
     y_true, y_pred = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
     for name, y in (("y_true", y_true), ("y_pred", y_pred)):
         if y.size and (y.min() < 0 or y.max() >= num_classes):
@@ -88,10 +88,12 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, num_classes: i
 
 
 def conditional_accuracy(probs: np.ndarray, target_labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, float]:
-    """Fraction of samples the judge assigns to the class they were generated for: per class (K,), NaN without samples, and overall."""
+    """Fraction of samples judged as the class they were generated for: per class (K,; NaN without samples), overall."""
     target_labels = np.asarray(target_labels)
     hit = np.asarray(probs).argmax(axis=1) == target_labels  # (N,)
-    per_class = np.array([hit[target_labels == c].mean() if (target_labels == c).any() else np.nan for c in range(num_classes)])
+    per_class = np.array(
+        [hit[target_labels == c].mean() if (target_labels == c).any() else np.nan for c in range(num_classes)]
+    )
     return per_class, float(hit.mean()) if hit.size else float("nan")
 
 
@@ -103,7 +105,9 @@ def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6) -> float:
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+) -> float:
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), the Fréchet distance of two Gaussians (as in FID)."""
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)

@@ -39,8 +39,18 @@ class PriorConfig(Config):
     """Architecture and training of the conditional prior; vocab and grid are read from the VQ-VAE's config."""
 
     TRAINING: ClassVar[tuple[str, ...]] = (
-        "epochs", "batch_size", "lr", "min_lr_ratio", "weight_decay", "warmup", "grad_clip", "seed", "device",
-        "bf16", "eval_batch_size", "log_every",
+        "epochs",
+        "batch_size",
+        "lr",
+        "min_lr_ratio",
+        "weight_decay",
+        "warmup",
+        "grad_clip",
+        "seed",
+        "device",
+        "bf16",
+        "eval_batch_size",
+        "log_every",
     )
 
     vocab_size: int = 1024  # K: codebook size of the VQ-VAE whose indices are modelled (set from it, never typed)
@@ -96,13 +106,30 @@ class PriorConfig(Config):
 PRESETS: dict[str, PriorConfig] = {
     # The article's prior: 6 pre-norm GELU layers, width 256, 8 heads, dropout and class dropout 0.1.
     "article": PriorConfig(
-        dim=256, heads=8, layers=6, dropout=0.1, class_dropout=0.1,
-        epochs=30, batch_size=64, lr=3e-4, warmup=500, weight_decay=0.05,
+        dim=256,
+        heads=8,
+        layers=6,
+        dropout=0.1,
+        class_dropout=0.1,
+        epochs=30,
+        batch_size=64,
+        lr=3e-4,
+        warmup=500,
+        weight_decay=0.05,
     ),
     # Small enough to train in a couple of minutes on 2 CPU cores on ~3k sequences of 256 tokens.
     "demo": PriorConfig(
-        dim=64, heads=4, layers=3, dropout=0.0, class_dropout=0.1,
-        epochs=8, batch_size=32, lr=2e-3, warmup=30, weight_decay=0.01, log_every=20,
+        dim=64,
+        heads=4,
+        layers=3,
+        dropout=0.0,
+        class_dropout=0.1,
+        epochs=8,
+        batch_size=32,
+        lr=2e-3,
+        warmup=30,
+        weight_decay=0.01,
+        log_every=20,
     ),
 }
 

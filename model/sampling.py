@@ -102,7 +102,7 @@ def check_sampling_args(
             raise UserError(
                 "sampling",
                 f"labels must be in [0, {num_classes - 1}] (or {num_classes} for the null class), "
-                f"got values in [{int(labels.min())}, {int(labels.max())}]"
+                f"got values in [{int(labels.min())}, {int(labels.max())}]",
             )
 
 
@@ -183,7 +183,7 @@ def check_compatible(prior: ConditionalPrior, vqvae: VQVAE) -> None:
         raise UserError(
             "sampler",
             f"prior (K={pc.vocab_size}, grid {pc.grid_h}x{pc.grid_w}) does not match the VQ-VAE "
-            f"(K={vc.codebook_size}, grid {vc.grid}x{vc.grid})"
+            f"(K={vc.codebook_size}, grid {vc.grid}x{vc.grid})",
         )
 
 
@@ -209,7 +209,9 @@ def sample(
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     bad = labels[(labels < UNCONDITIONAL) | (labels >= prior.num_classes)]
     if bad.size:
-        raise UserError("sampling", f"class label {int(bad[0])} is outside 0-{prior.num_classes - 1} (or -1 for unconditional)")
+        raise UserError(
+            "sampling", f"class label {int(bad[0])} is outside 0-{prior.num_classes - 1} (or -1 for unconditional)"
+        )
     device = prior.token_emb.weight.device
     generator = torch.Generator(device=device).manual_seed(seed)
     tokens = np.zeros((len(labels), prior.seq_len), dtype=np.int64)

@@ -72,7 +72,9 @@ def validate_h5(path: str | Path) -> Galaxy10File:
     with open_h5(path) as f:
         missing = [k for k in (IMAGE_KEY, LABEL_KEY, *SCALAR_KEYS) if k not in f]
         if missing:
-            raise UserError(path, f"missing key(s) {', '.join(missing)} (expected images, ans, ra, dec, redshift, pxscale)")
+            raise UserError(
+                path, f"missing key(s) {', '.join(missing)} (expected images, ans, ra, dec, redshift, pxscale)"
+            )
         images = f[IMAGE_KEY]
         if images.ndim != 4 or images.shape[3] != 3 or images.shape[1] != images.shape[2]:
             raise UserError(path, f"'images' has shape {images.shape}, expected (N, S, S, 3)")
@@ -101,9 +103,7 @@ def validate_h5(path: str | Path) -> Galaxy10File:
         return Galaxy10File(path=path, n=int(n), side=int(images.shape[1]), synthetic=synthetic)
 
 
-def iter_chunks(
-    source: Galaxy10File, chunk: int = CHUNK
-) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+def iter_chunks(source: Galaxy10File, chunk: int = CHUNK) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     """Yield (start, images (n, S, S, 3) uint8, labels (n,), redshift (n,)) without loading the whole file."""
     with open_h5(source.path) as f:
         images, labels, redshift = f[IMAGE_KEY], f[LABEL_KEY], f["redshift"]
@@ -152,7 +152,8 @@ def read_ahead(source: Galaxy10File, rows: int, depth: int = READ_AHEAD) -> Iter
                         images.read_direct(buffer, np.s_[start:stop], np.s_[0 : stop - start])
                     except OSError as err:
                         raise UserError(
-                            source.path, f"cannot read images {start}-{stop} (truncated or corrupt?): {short_error(err)}"
+                            source.path,
+                            f"cannot read images {start}-{stop} (truncated or corrupt?): {short_error(err)}",
                         ) from None
                     full.put((start, stop - start, buffer))
             full.put(None)
@@ -305,7 +306,9 @@ def astronn_file() -> Path:
     try:
         from astroNN.datasets import load_galaxy10  # type: ignore[import-not-found]
     except Exception as err:  # astroNN needs TensorFlow; any import failure means "not usable here"
-        raise UserError("astronn", f"astroNN is not usable here ({short_error(err)}); install galaxy-vqvae[astronn]") from None
+        raise UserError(
+            "astronn", f"astroNN is not usable here ({short_error(err)}); install galaxy-vqvae[astronn]"
+        ) from None
     load_galaxy10()  # downloads into the cache; the arrays it returns are dropped at once
     path = astronn_cache_dir() / FILE_NAME
     if not path.exists():

@@ -149,8 +149,11 @@ def _background_galaxies(scene: Scene, rng: np.random.Generator) -> None:
         st = 2 * int(math.ceil(8 * hlr / scene.scale)) + 1
         pix = (at + scene.centre) / scene.scale + (scene.size - 1) / 2
         ix, iy = int(round(pix[0])), int(round(pix[1]))
-        img = prof.withFlux(1.0).drawImage(nx=st, ny=st, scale=scene.scale, method="no_pixel",
-                                           offset=(pix[0] - ix, pix[1] - iy)).array
+        img = (
+            prof.withFlux(1.0)
+            .drawImage(nx=st, ny=st, scale=scene.scale, method="no_pixel", offset=(pix[0] - ix, pix[1] - iy))
+            .array
+        )
         x0, y0 = ix - st // 2, iy - st // 2
         xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + st, scene.size), min(y0 + st, scene.size)
         if xa < xb and ya < yb:
@@ -173,7 +176,7 @@ def asinh_rgb(bands: np.ndarray) -> np.ndarray:
     scales = RGB_SCALES.astype(np.float32)[:, None, None]
     chans = np.maximum(bands[::-1].astype(np.float32) * scales + np.float32(RGB_M), 0.0)  # (C, S, S)
     i = chans.mean(axis=0)  # (S, S)
-    f = np.arcsinh(np.float32(RGB_Q) * i) / np.float32(math.sqrt(RGB_Q) * 255 ** -1) / np.maximum(i, 1e-6)
+    f = np.arcsinh(np.float32(RGB_Q) * i) / np.float32(math.sqrt(RGB_Q) * 255**-1) / np.maximum(i, 1e-6)
     rgb = np.clip(chans * f[None] + 0.5, 0.0, 255.0)  # rounded to the nearest level by the cast
     return np.ascontiguousarray(rgb.astype(np.uint8).transpose(1, 2, 0))  # (S, S, C)
 
@@ -184,8 +187,16 @@ def asinh_rgb(bands: np.ndarray) -> np.ndarray:
 def _apparent_size(label: int, rng: np.random.Generator) -> float:
     """Half-light radius in arcsec for the class (reference pixels: a few to ~25)."""
     lo, hi = {
-        0: (7, 18), 1: (6, 15), 2: (5, 18), 3: (6, 18), 4: (7, 20),
-        5: (10, 28), 6: (12, 28), 7: (10, 28), 8: (12, 30), 9: (12, 30),
+        0: (7, 18),
+        1: (6, 15),
+        2: (5, 18),
+        3: (6, 18),
+        4: (7, 20),
+        5: (10, 28),
+        6: (12, 28),
+        7: (10, 28),
+        8: (12, 30),
+        9: (12, 30),
     }[label]
     return math.exp(rng.uniform(math.log(lo), math.log(hi))) * PX
 

@@ -71,9 +71,11 @@ class Scene:
     def add_profile(self, prof: galsim.GSObject, colour: np.ndarray, flux: float, at=(0.0, 0.0)) -> None:
         """Draw a unit-flux GalSim profile once (no PSF) and add it to every band with flux * colour."""
         offset = (np.asarray(at) + self.centre) / self.scale
-        img = prof.withFlux(1.0).drawImage(
-            nx=self.size, ny=self.size, scale=self.scale, method="no_pixel", offset=tuple(offset)
-        ).array  # (S, S)
+        img = (
+            prof.withFlux(1.0)
+            .drawImage(nx=self.size, ny=self.size, scale=self.scale, method="no_pixel", offset=tuple(offset))
+            .array
+        )  # (S, S)
         self.intrinsic += (flux * colour)[:, None, None] * img[None]
 
     def add_map(self, density: np.ndarray, colour: np.ndarray, flux: float) -> None:
@@ -217,9 +219,21 @@ def _disk_galaxy(scene: Scene, rng: np.random.Generator, hlr: float, flux: float
     scene.add_profile(bulge, red_colour(rng), flux * bt, at)
     scene.add_profile(disk, disk_colour(rng), flux * (1 - bt) * 0.7, at)
     if arms:
-        _spiral_arms(scene, rng, m, n_arms=2, pitch_deg=rng.uniform(15, 30), scale_length=hlr / 1.678,
-                     r_start=hlr * 0.3, theta0=rng.uniform(0, 2 * math.pi), flux=flux * (1 - bt) * 0.2,
-                     knot_flux=flux * (1 - bt) * 0.1, n_knots=20, sharpness=3.0, at=at)
+        _spiral_arms(
+            scene,
+            rng,
+            m,
+            n_arms=2,
+            pitch_deg=rng.uniform(15, 30),
+            scale_length=hlr / 1.678,
+            r_start=hlr * 0.3,
+            theta0=rng.uniform(0, 2 * math.pi),
+            flux=flux * (1 - bt) * 0.2,
+            knot_flux=flux * (1 - bt) * 0.1,
+            n_knots=20,
+            sharpness=3.0,
+            at=at,
+        )
     else:
         scene.add_profile(disk, disk_colour(rng), flux * (1 - bt) * 0.3, at)
 
@@ -279,8 +293,20 @@ def draw_spiral(scene: Scene, rng: np.random.Generator, flux: float, hlr: float,
         scene.add_map(np.exp(-r / h) * (1 - 0.8 * np.exp(-((r / r_start) ** 2))), disk_colour(rng), f_disk)
     else:
         scene.add_profile(transform(galsim.Exponential(scale_radius=h, gsparams=GSP), m), disk_colour(rng), f_disk)
-    _spiral_arms(scene, rng, m, n_arms=n_arms, pitch_deg=pitch, scale_length=h * 1.1, r_start=r_start,
-                 theta0=theta0, flux=rest * arm_frac, knot_flux=rest * knot_frac, n_knots=n_knots, sharpness=sharp)
+    _spiral_arms(
+        scene,
+        rng,
+        m,
+        n_arms=n_arms,
+        pitch_deg=pitch,
+        scale_length=h * 1.1,
+        r_start=r_start,
+        theta0=theta0,
+        flux=rest * arm_frac,
+        knot_flux=rest * knot_frac,
+        n_knots=n_knots,
+        sharpness=sharp,
+    )
     return hlr
 
 
@@ -356,8 +382,15 @@ def draw_disturbed(scene: Scene, rng: np.random.Generator, flux: float, hlr: flo
     else:
         _shell_galaxy(scene, rng, flux * 0.85, hlr, side)
     n_pl = 300  # a faint plume or fan of debris on the lopsided side
-    pts = _stream(rng, 0.4 * hlr * e, side + rng.normal(0, 0.5), hlr * rng.uniform(2.0, 4.0), rng.normal(0, 1.2),
-                  hlr * rng.uniform(0.4, 0.8), n_pl)
+    pts = _stream(
+        rng,
+        0.4 * hlr * e,
+        side + rng.normal(0, 0.5),
+        hlr * rng.uniform(2.0, 4.0),
+        rng.normal(0, 1.2),
+        hlr * rng.uniform(0.4, 0.8),
+        n_pl,
+    )
     scene.add_points(pts, np.full(n_pl, flux * 0.15 / n_pl), disk_colour(rng), sigma=hlr * 0.3)
     return hlr
 
@@ -366,18 +399,27 @@ def _clumpy_irregular(scene: Scene, rng: np.random.Generator, flux: float, hlr: 
     """A low-concentration body with blobs strung out to one side and bright blue clumps (RandomKnots)."""
     q = rng.uniform(0.4, 1.0)
     m = projection(q, rng.uniform(0, math.pi))
-    scene.add_profile(transform(sersic(rng.choice([0.5, 1.0]), hlr), m), disk_colour(rng), flux * rng.uniform(0.3, 0.45))
+    scene.add_profile(
+        transform(sersic(rng.choice([0.5, 1.0]), hlr), m), disk_colour(rng), flux * rng.uniform(0.3, 0.45)
+    )
     n_blobs = int(rng.integers(2, 5))
     w = rng.dirichlet(np.ones(n_blobs)) * flux * 0.35
     for i in range(n_blobs):
         dist = hlr * rng.uniform(0.4, 1.6)
         ang = side + rng.normal(0, 0.9)
         blob = galsim.Exponential(half_light_radius=hlr * rng.uniform(0.25, 0.7), gsparams=GSP)
-        scene.add_profile(transform(blob, projection(rng.uniform(0.3, 1), rng.uniform(0, math.pi))),
-                          _blue(rng) if rng.random() < 0.6 else disk_colour(rng), w[i],
-                          at=(dist * math.cos(ang), dist * math.sin(ang)))
-    knots = galsim.RandomKnots(int(rng.integers(8, 30)), half_light_radius=hlr * 1.3, flux=1.0,
-                               rng=galsim.BaseDeviate(int(rng.integers(1, 2**31))))
+        scene.add_profile(
+            transform(blob, projection(rng.uniform(0.3, 1), rng.uniform(0, math.pi))),
+            _blue(rng) if rng.random() < 0.6 else disk_colour(rng),
+            w[i],
+            at=(dist * math.cos(ang), dist * math.sin(ang)),
+        )
+    knots = galsim.RandomKnots(
+        int(rng.integers(8, 30)),
+        half_light_radius=hlr * 1.3,
+        flux=1.0,
+        rng=galsim.BaseDeviate(int(rng.integers(1, 2**31))),
+    )
     shift = 0.5 * hlr * np.array([math.cos(side), math.sin(side)])
     pts = knots.points @ m.T + shift  # (P, 2), the clumps sit off-centre
     kw = rng.lognormal(0, 0.9, len(pts))
@@ -392,8 +434,12 @@ def _shell_galaxy(scene: Scene, rng: np.random.Generator, flux: float, hlr: floa
     colour = red_colour(rng) if rng.random() < 0.5 else disk_colour(rng)
     scene.add_profile(transform(sersic(rng.choice([1.0, 2.0, 3.0]), hlr * 0.7), m), colour, flux * 0.5)
     lop = galsim.Exponential(half_light_radius=hlr * 1.6, gsparams=GSP)
-    scene.add_profile(transform(lop, projection(q * rng.uniform(0.6, 1.0), pa + rng.normal(0, 0.4))), colour,
-                      flux * 0.4, at=tuple(hlr * rng.uniform(0.5, 1.0) * np.array([math.cos(side), math.sin(side)])))
+    scene.add_profile(
+        transform(lop, projection(q * rng.uniform(0.6, 1.0), pa + rng.normal(0, 0.4))),
+        colour,
+        flux * 0.4,
+        at=tuple(hlr * rng.uniform(0.5, 1.0) * np.array([math.cos(side), math.sin(side)])),
+    )
     r, th = _disk_coords(scene, projection(rng.uniform(0.75, 1.0), pa))
     shells = np.zeros_like(r)
     for k in range(int(rng.integers(1, 4))):

@@ -81,7 +81,9 @@ def check_images(images: np.ndarray | torch.Tensor, size: int, what: str, channe
     if dtype != "uint8":
         raise UserError(what, f"expected uint8 images, got {dtype}")
     if shape[1:] != (size, size, channels):
-        raise UserError(what, f"images are {shape[1]}x{shape[2]}x{shape[3]}, the model expects {size}x{size}x{channels}")
+        raise UserError(
+            what, f"images are {shape[1]}x{shape[2]}x{shape[3]}, the model expects {size}x{size}x{channels}"
+        )
 
 
 def augment_square(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -37,8 +37,18 @@ class VQVAEConfig(Config):
     """Architecture, quantizer and training settings of a VQ-VAE; the latent grid is derived from them."""
 
     TRAINING: ClassVar[tuple[str, ...]] = (
-        "epochs", "batch_size", "lr", "weight_decay", "grad_clip", "seed", "augment", "bf16", "channels_last",
-        "compile", "device", "eval_batch_size",
+        "epochs",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "grad_clip",
+        "seed",
+        "augment",
+        "bf16",
+        "channels_last",
+        "compile",
+        "device",
+        "eval_batch_size",
     )
 
     image_size: int = 128  # H = W of the input images in pixels (the prepared data's size)
@@ -80,9 +90,10 @@ class VQVAEConfig(Config):
         if self.codebook_size < 2:
             raise UserError("VQVAEConfig", f"codebook_size must be at least 2, got {self.codebook_size}")
         if self.image_size % self.downsample:
-            raise UserError("VQVAEConfig", 
+            raise UserError(
+                "VQVAEConfig",
                 f"image_size {self.image_size} is not divisible by the downsampling factor {self.downsample} "
-                f"(2 ** len(widths))"
+                f"(2 ** len(widths))",
             )
         if self.commitment_weight < 0:
             raise UserError("VQVAEConfig", f"commitment_weight must be >= 0, got {self.commitment_weight}")
@@ -119,7 +130,14 @@ class VQVAEConfig(Config):
         return self.grid**2
 
 
-_LUCIDRAINS_ONLY = ("kmeans_init", "decay", "threshold_ema_dead_code", "use_cosine_sim", "rotation_trick", "codebook_dim")
+_LUCIDRAINS_ONLY = (
+    "kmeans_init",
+    "decay",
+    "threshold_ema_dead_code",
+    "use_cosine_sim",
+    "rotation_trick",
+    "codebook_dim",
+)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import mlflow
+
 from model.data import read_meta
 from tasks import tracking
 
@@ -40,7 +41,7 @@ def store_identity() -> str:
     """
     uri = tracking.setup()
     if uri.startswith("sqlite:///"):
-        uri = f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+        uri = f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}"
     try:
         created = mlflow.MlflowClient().get_experiment("0").creation_time
     except Exception:  # a server that is down or has no default experiment: the URI alone

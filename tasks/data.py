@@ -76,8 +76,17 @@ def prepare_dataset(
         return D.prepare(path, out, size=size, seed=seed, progress=pbar.update, source_label=label)
 
 
-@task(name="prepare-data", cache_key_fn=prepare_cache_key, retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io, persist_result=True)
-def prepare_task(source: str, out: str, size: int = 128, seed: int = DEFAULT_SEED, synthetic_n: int = DEFAULT_SYNTH_N) -> str:
+@task(
+    name="prepare-data",
+    cache_key_fn=prepare_cache_key,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_on_io,
+    persist_result=True,
+)
+def prepare_task(
+    source: str, out: str, size: int = 128, seed: int = DEFAULT_SEED, synthetic_n: int = DEFAULT_SYNTH_N
+) -> str:
     """Prepare a dataset folder and return its path."""
     from prefect import get_run_logger
 

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 from mlflow.models import get_model_info
 from prefect import task
 
-import mlflow
 from model.data import load_prepared
 from model.errors import UserError
 from model.evaluation import CEILING, FLOOR, Scores, Verdicts, cfg_tag, score, summary_rows, summary_text
@@ -100,13 +100,24 @@ def evaluate_run(
 
     tags = tracking.base_tags(data.meta, device.type, stage="evaluate", sampler_uri=sampler_uri, judge_uri=judge_uri)
     with tracking.run(EXPERIMENT, tracking.run_name("evaluate", data.meta), tags) as active:
-        mlflow.log_params({
-            "sampler_uri": sampler_uri, "judge_uri": judge_uri, "sampler_run_id": get_model_info(sampler_uri).run_id,
-            "judge_run_id": get_model_info(judge_uri).run_id, "data_dir": str(data.root), "data_key": data.key,
-            "cfg_values": ",".join(map(cfg_tag, cfg_values)), "fd_cfg": cfg_tag(fd_cfg), "per_class": per_class,
-            "limit": limit, "seed": seed, "n_test": len(test_x), "n_floor_train": len(floor_x),
-            "fd_weighting": "class-balanced",
-        })
+        mlflow.log_params(
+            {
+                "sampler_uri": sampler_uri,
+                "judge_uri": judge_uri,
+                "sampler_run_id": get_model_info(sampler_uri).run_id,
+                "judge_run_id": get_model_info(judge_uri).run_id,
+                "data_dir": str(data.root),
+                "data_key": data.key,
+                "cfg_values": ",".join(map(cfg_tag, cfg_values)),
+                "fd_cfg": cfg_tag(fd_cfg),
+                "per_class": per_class,
+                "limit": limit,
+                "seed": seed,
+                "n_test": len(test_x),
+                "n_floor_train": len(floor_x),
+                "fd_weighting": "class-balanced",
+            }
+        )
         test, floor = judged(test_x, test_y), judged(floor_x, floor_y)
         recon = judged(reconstruct_images(vqvae, test_x, device=device), test_y)
         steps = -(-len(requested) // 256) * prior.seq_len  # token steps per cfg_scale
@@ -122,26 +133,42 @@ def evaluate_run(
         log_figures(scores, test, recon, generated[fd_cfg], cfg_values, fd_cfg, names)
         summary = summary_text(scores.metrics, cfg_values, fd_cfg, k)
         as_json = {key: (v if math.isfinite(v) else None) for key, v in scores.metrics.items()}  # NaN is not JSON
-        record = {"sampler_uri": sampler_uri, "judge_uri": judge_uri, "metrics": as_json, "notes": scores.notes,
-                  "summary": summary}
+        record = {
+            "sampler_uri": sampler_uri,
+            "judge_uri": judge_uri,
+            "metrics": as_json,
+            "notes": scores.notes,
+            "summary": summary,
+        }
         mlflow.log_dict(record, "evaluate/summary.json")
         if scores.notes:
             mlflow.log_text("\n".join(scores.notes) + "\n", "evaluate/notes.txt")
             mlflow.set_tag("notes", "some per-class FDs skipped for want of images (see evaluate/notes.txt)")
     keys = (*(f"cond_acc_cfg{cfg_tag(c)}" for c in cfg_values), *scores.fd, "recon_accuracy", "real_test_accuracy")
     headline = {key: scores.metrics[key] for key in keys}
-    return {"run_id": active.info.run_id, "metrics": headline, "all_metrics": scores.metrics, "notes": scores.notes,
-            "summary": summary}
+    return {
+        "run_id": active.info.run_id,
+        "metrics": headline,
+        "all_metrics": scores.metrics,
+        "notes": scores.notes,
+        "summary": summary,
+    }
 
 
 def log_figures(
-    scores: Scores, test: Verdicts, recon: Verdicts, generated: Verdicts, cfg_values: Sequence[float], fd_cfg: float,
+    scores: Scores,
+    test: Verdicts,
+    recon: Verdicts,
+    generated: Verdicts,
+    cfg_values: Sequence[float],
+    fd_cfg: float,
     names: Sequence[str],
 ) -> None:
     """The evaluation's figures and arrays under evaluate/ in the active run."""
     k = len(names)
-    curve = accuracy_curve_figure(cfg_values, scores.accuracy_per_class, scores.accuracy, scores.real_accuracy[1],
-                                  scores.recon_accuracy[1], names)
+    curve = accuracy_curve_figure(
+        cfg_values, scores.accuracy_per_class, scores.accuracy, scores.real_accuracy[1], scores.recon_accuracy[1], names
+    )
     tracking.log_figure(curve, "evaluate/class_accuracy_vs_cfg.png")
     confusion = classification_report(generated.labels, generated.probs.argmax(1), k)["confusion"]
     title = f"Judge verdicts on samples (cfg {fd_cfg:g}), rows: requested class"
@@ -149,11 +176,17 @@ def log_figures(
     confusion = classification_report(recon.labels, recon.probs.argmax(1), k)["confusion"]
     title = "Judge verdicts on VQ-VAE reconstructions of the test split"
     tracking.log_figure(confusion_figure(confusion, names, title), "evaluate/confusion_recon.png")
-    legend = {f"fd_generated_cfg{cfg_tag(fd_cfg)}": f"generated, cfg {fd_cfg:g}", FLOOR: "floor: real train",
-              CEILING: "ceiling: VQ-VAE recon"}
-    bars = frechet_bars_figure({legend[n]: v for n, v in scores.fd_per_class.items()},
-                               {legend[n]: v for n, v in scores.fd.items()}, names,
-                               "Fréchet distance to the real test images, per class")
+    legend = {
+        f"fd_generated_cfg{cfg_tag(fd_cfg)}": f"generated, cfg {fd_cfg:g}",
+        FLOOR: "floor: real train",
+        CEILING: "ceiling: VQ-VAE recon",
+    }
+    bars = frechet_bars_figure(
+        {legend[n]: v for n, v in scores.fd_per_class.items()},
+        {legend[n]: v for n, v in scores.fd.items()},
+        names,
+        "Fréchet distance to the real test images, per class",
+    )
     tracking.log_figure(bars, "evaluate/frechet_per_class.png")
     rows = summary_rows(scores, cfg_values, fd_cfg, names)
     title = "Evaluation summary: judge accuracy and Fréchet distance (FD) to the test split"
@@ -166,7 +199,11 @@ def log_figures(
 
 @task(name="evaluate", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
 def evaluate_task(
-    sampler_uri: str, data_dir: str, judge_uri: str = JUDGE_URI, limit: int | None = None, seed: int = 0,
+    sampler_uri: str,
+    data_dir: str,
+    judge_uri: str = JUDGE_URI,
+    limit: int | None = None,
+    seed: int = 0,
     per_class: int = PER_CLASS,
 ) -> dict:
     """Judge a registered sampler (accuracy vs cfg, Fréchet distances); returns {run_id, metrics, summary}."""

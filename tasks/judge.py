@@ -10,10 +10,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 from prefect import task
 
-import mlflow
 from model.checkpoint import save_checkpoint
 from model.config import from_preset
 from model.data import load_prepared
@@ -70,9 +70,20 @@ def train_judge_run(
         counts = f"train {len(train_x)}, val {len(val_x)}, test {len(test_x)}"
         raise UserError(data_dir, f"too few images to train a judge ({counts})")
     run = TrainingRun(
-        "judge", EXPERIMENT, config, data, preset_name, identity=(limit,), resume=resume,
-        data_params={"source": data.meta["source"], "synthetic": data.synthetic, "n_train": len(train_x),
-                     "n_val": len(val_x), "n_test": len(test_x)},
+        "judge",
+        EXPERIMENT,
+        config,
+        data,
+        preset_name,
+        identity=(limit,),
+        resume=resume,
+        data_params={
+            "source": data.meta["source"],
+            "synthetic": data.synthetic,
+            "n_train": len(train_x),
+            "n_val": len(val_x),
+            "n_test": len(test_x),
+        },
         tags={"trained_on": f"{data.meta['source']} train split"},
     )
     if run.complete:
@@ -88,8 +99,11 @@ def train_judge_run(
         test_report = classification_report(test_y, test_probs.argmax(1), config.num_classes)
         train_report = classification_report(train_y, predict(model, train_x)[0].argmax(1), config.num_classes)
         metrics = report_metrics(test_report, "test")
-        metrics.update(train_accuracy=train_report["accuracy"], best_val_acc=result.metrics["val_acc"],
-                       best_epoch=result.metrics["best_epoch"])
+        metrics.update(
+            train_accuracy=train_report["accuracy"],
+            best_val_acc=result.metrics["val_acc"],
+            best_epoch=result.metrics["best_epoch"],
+        )
         mlflow.log_metrics(metrics)
         names = CLASS_NAMES[: config.num_classes]
         label = Path(str(data.meta["source"])).name  # e.g. synthetic-n3000-s0, Galaxy10_DECals.h5
@@ -104,14 +118,22 @@ def train_judge_run(
         headline = {k: float(metrics[k]) for k in ("test_accuracy", "train_accuracy", "best_val_acc")}
         # the pyfunc is named "model", not "judge": the judge/ run folder holds the figures
         return run.register(
-            "judge_model", {"checkpoint": judge_file}, registry.judge_signature(config.image_size), test_x[:1],
-            register_as, headline, champion_by=("test_accuracy", metrics["test_accuracy"], True),
+            "judge_model",
+            {"checkpoint": judge_file},
+            registry.judge_signature(config.image_size),
+            test_x[:1],
+            register_as,
+            headline,
+            champion_by=("test_accuracy", metrics["test_accuracy"], True),
         )
 
 
 @task(name="train-judge", persist_result=True, cache_key_fn=stage_cache_key)
 def train_judge_task(
-    data_dir: str, preset_name: str = "demo", epochs: int | None = None, overrides: dict | None = None,
+    data_dir: str,
+    preset_name: str = "demo",
+    epochs: int | None = None,
+    overrides: dict | None = None,
     limit: int | None = None,
 ) -> dict:
     """Train and register the morphology judge; returns {run_id, model_uri, version, metrics}."""

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 from prefect import task
 
-import mlflow
 from model.checkpoint import save_checkpoint
 from model.config import from_preset
 from model.data import load_prepared
@@ -52,8 +52,15 @@ def train_prior_run(
     x_train, y_train = np.asarray(tokens[train_idx]), data.labels[train_idx].astype(np.int64)
     x_val, y_val = np.asarray(tokens[val_idx]), data.labels[val_idx].astype(np.int64)
     run = TrainingRun(
-        "prior", EXPERIMENT, config, data, preset_name, identity=(tokens_dir.name, limit), resume=resume,
-        data_params={"n_train": len(x_train), "n_val": len(x_val)}, params={"vqvae_uri": vqvae_uri},
+        "prior",
+        EXPERIMENT,
+        config,
+        data,
+        preset_name,
+        identity=(tokens_dir.name, limit),
+        resume=resume,
+        data_params={"n_train": len(x_train), "n_val": len(x_val)},
+        params={"vqvae_uri": vqvae_uri},
         tags={"vqvae_uri": vqvae_uri},
     )
     if run.complete:
@@ -67,17 +74,31 @@ def train_prior_run(
         prior_file, vqvae_file = run.folder / "prior.pt", run.folder / "vqvae.pt"
         save_checkpoint(prior_file, result.model.cpu())
         save_checkpoint(vqvae_file, vqvae)
-        champion = ("final_val_bits_per_token", metrics["val_bits_per_token"], False) if "val_bits_per_token" in metrics else None
+        champion = (
+            ("final_val_bits_per_token", metrics["val_bits_per_token"], False)
+            if "val_bits_per_token" in metrics
+            else None
+        )
         return run.register(
-            "sampler_model", {"prior": prior_file, "vqvae": vqvae_file}, registry.sampler_signature(),
-            np.array([0], dtype=np.int64), register_as, metrics, champion_by=champion, artifact_name="sampler",
+            "sampler_model",
+            {"prior": prior_file, "vqvae": vqvae_file},
+            registry.sampler_signature(),
+            np.array([0], dtype=np.int64),
+            register_as,
+            metrics,
+            champion_by=champion,
+            artifact_name="sampler",
         )
 
 
 @task(name="train-prior", persist_result=True, cache_key_fn=stage_cache_key)
 def train_prior_task(
-    vqvae_uri: str, data_dir: str, preset_name: str = "demo", epochs: int | None = None,
-    overrides: dict | None = None, limit: int | None = None,
+    vqvae_uri: str,
+    data_dir: str,
+    preset_name: str = "demo",
+    epochs: int | None = None,
+    overrides: dict | None = None,
+    limit: int | None = None,
 ) -> dict:
     """Train the prior and register the sampler (grids are the samples stage); returns {run_id, model_uri, ...}."""
     return train_prior_run(vqvae_uri, data_dir, preset_name, epochs=epochs, overrides=overrides, limit=limit).__dict__

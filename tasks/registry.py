@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
-import mlflow
 from model.errors import UserError
 from tasks import tracking
 from tasks.champion import is_better
@@ -58,14 +58,16 @@ def sampler_signature() -> ModelSignature:
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]),
         outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),
-        params=ParamSchema([
-            ParamSpec("num_samples", "long", 1),
-            ParamSpec("cfg_scale", "double", 3.0),
-            ParamSpec("temperature", "double", 1.0),
-            ParamSpec("top_k", "long", 0),
-            ParamSpec("top_p", "double", 1.0),
-            ParamSpec("seed", "long", 0),
-        ]),
+        params=ParamSchema(
+            [
+                ParamSpec("num_samples", "long", 1),
+                ParamSpec("cfg_scale", "double", 3.0),
+                ParamSpec("temperature", "double", 1.0),
+                ParamSpec("top_k", "long", 0),
+                ParamSpec("top_p", "double", 1.0),
+                ParamSpec("seed", "long", 0),
+            ]
+        ),
     )
 
 
@@ -90,7 +92,12 @@ def pip_requirements() -> list[str]:
 
 
 def log_pyfunc(
-    name: str, code: str, artifacts: dict[str, Path], signature: ModelSignature, input_example: Any, register_as: str | None
+    name: str,
+    code: str,
+    artifacts: dict[str, Path],
+    signature: ModelSignature,
+    input_example: Any,
+    register_as: str | None,
 ) -> tuple[str, str]:
     """Log ``tasks/pyfunc/<code>.py`` as a models-from-code pyfunc to the active run and register it.
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+
 from model.config import Config
 from model.data import PreparedData
 from model.training import EpochEnd, Hooks

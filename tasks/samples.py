@@ -6,10 +6,10 @@ generated latents coloured by the requested class.
 
 from __future__ import annotations
 
+import mlflow
 import numpy as np
 from prefect import task
 
-import mlflow
 from model.embedding import embed_tsne
 from model.galaxy10 import CLASS_NAMES, NUM_CLASSES
 from model.plotting.atlas import atlas_figure
@@ -56,7 +56,9 @@ def log_sampling_grids(run_id: str, sampler_uri: str, seed: int = 0) -> None:
         by_class({"cfg_scale": 3.0, "top_p": 0.8}, "Top-p 0.8 (cfg_scale 3)", "samples/top_p_0.8.png")
         pbar.update(2)
         classes = np.arange(NUM_CLASSES)
-        rows = [sample(prior, vqvae, classes, cfg_scale=3.0, temperature=t, seed=seed).images for t in GRID_TEMPERATURES]
+        rows = [
+            sample(prior, vqvae, classes, cfg_scale=3.0, temperature=t, seed=seed).images for t in GRID_TEMPERATURES
+        ]
         labels = [f"T = {t:g}" for t in GRID_TEMPERATURES]
         figure = labelled_grid_figure(rows, labels, "Temperature sweep (cfg_scale 3)", col_labels=list(CLASS_NAMES))
         tracking.log_figure(figure, "samples/temperature_sweep.png")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
+import mlflow
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-import mlflow
 from tasks import tracking
 
 
@@ -33,7 +33,12 @@ def _fmt(value) -> str:
 def summary_markdown(results: dict) -> str:
     """A markdown table: stage, MLflow run, registered model, key metrics."""
     tracking.setup()
-    lines = ["# Galaxy pipeline summary", "", "| stage | MLflow run | registered model | key metrics |", "|---|---|---|---|"]
+    lines = [
+        "# Galaxy pipeline summary",
+        "",
+        "| stage | MLflow run | registered model | key metrics |",
+        "|---|---|---|---|",
+    ]
     for stage, result in results.items():
         if not isinstance(result, dict):
             continue
@@ -51,5 +56,7 @@ def summary_markdown(results: dict) -> str:
 def publish_summary(results: dict) -> str:
     """Publish the summary table as a Prefect markdown artifact (key 'galaxy-summary') and return it."""
     markdown = summary_markdown(results)
-    create_markdown_artifact(markdown=markdown, key="galaxy-summary", description="Key metrics and links of this pipeline run")
+    create_markdown_artifact(
+        markdown=markdown, key="galaxy-summary", description="Key metrics and links of this pipeline run"
+    )
     return markdown

@@ -29,12 +29,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import mlflow
 import optuna
 from optuna.trial import TrialState
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-import mlflow
 from model.config import from_preset
 from model.data import load_prepared
 from model.errors import UserError

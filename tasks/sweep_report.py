@@ -15,11 +15,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import mlflow
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-import mlflow
 from model.checkpoint import load_model
 from model.data import PreparedData
 from model.errors import UserError

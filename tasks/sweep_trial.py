@@ -29,12 +29,12 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+import mlflow
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-import mlflow
 from model.config import from_preset
 from model.data import load_prepared
 from model.errors import UserError

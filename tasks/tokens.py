@@ -43,8 +43,11 @@ def tokenize_dataset(vqvae_uri: str, data_dir: str | Path) -> Path:
     tmp.mkdir(parents=True, exist_ok=True)
     np.save(tmp / "tokens.npy", tokens)
     meta = {
-        "vqvae_uri": vqvae_uri, "data_key": data.key, "codebook_size": vqvae.config.codebook_size,
-        "grid": vqvae.config.grid, "n": len(tokens),
+        "vqvae_uri": vqvae_uri,
+        "data_key": data.key,
+        "codebook_size": vqvae.config.codebook_size,
+        "grid": vqvae.config.grid,
+        "n": len(tokens),
     }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     os.replace(tmp, folder)

@@ -13,10 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import mlflow
 import numpy as np
 from mlflow.tracking import MlflowClient
-
-import mlflow
 
 DEFAULT_URI = "sqlite:///mlflow/mlflow.db"
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,8 +67,12 @@ def experiment(name: str) -> str:
 def git_commit() -> str:
     """The project's git commit (with '-dirty' when the tree has changes), or 'unknown'."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -108,10 +111,18 @@ def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 @contextmanager
-def run(experiment_name: str, name: str, tags: dict[str, str], *, nested: bool = False, run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+def run(
+    experiment_name: str, name: str, tags: dict[str, str], *, nested: bool = False, run_id: str | None = None
+) -> Iterator[mlflow.ActiveRun]:
     """Start (or resume, given ``run_id``) a run in ``experiment_name``."""
     exp_id = experiment(experiment_name)
-    with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else exp_id, run_name=None if run_id else name, nested=nested, tags=tags) as active:
+    with mlflow.start_run(
+        run_id=run_id,
+        experiment_id=None if run_id else exp_id,
+        run_name=None if run_id else name,
+        nested=nested,
+        tags=tags,
+    ) as active:
         yield active
 
 

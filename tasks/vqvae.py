@@ -10,10 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 from prefect import task
 
-import mlflow
 from model.checkpoint import load_model
 from model.config import from_preset
 from model.data import load_prepared
@@ -60,13 +60,24 @@ def train_vqvae_run(
         overrides["epochs"] = epochs
     config = from_preset(PRESETS, preset_name, **overrides)
     if config.image_size != data.meta["size"]:
-        raise UserError(data_dir, f"images are {data.meta['size']} px but preset {preset_name!r} expects {config.image_size}")
+        raise UserError(
+            data_dir, f"images are {data.meta['size']} px but preset {preset_name!r} expects {config.image_size}"
+        )
     train_x, _ = data.subset("train", limit)
     val_x, _ = data.subset("val", limit and max(limit // 8, GRID_IMAGES))
     run = TrainingRun(
-        "vqvae", experiment, config, data, preset_name, identity=(limit,), resume=resume, nested=nested,
-        folder=run_folder, data_params={"n_train": len(train_x), "n_val": len(val_x)},
-        params={"model_grid": config.grid, "model_seq_len": config.seq_len}, tags=extra_tags,
+        "vqvae",
+        experiment,
+        config,
+        data,
+        preset_name,
+        identity=(limit,),
+        resume=resume,
+        nested=nested,
+        folder=run_folder,
+        data_params={"n_train": len(train_x), "n_val": len(val_x)},
+        params={"model_grid": config.grid, "model_seq_len": config.seq_len},
+        tags=extra_tags,
     )
     if run.complete:
         return run.complete
@@ -93,14 +104,23 @@ def train_vqvae_run(
         tracking.log_array(originals, "reconstructions/originals.npy")
         tracking.log_array(recons, "reconstructions/reconstructions.npy")
         return run.register(
-            "vqvae_model", {"checkpoint": run.checkpoint}, registry.vqvae_signature(config.image_size), originals[:1],
-            register_as, metrics, champion_by=("final_val_mse", metrics["final_val_mse"], False), artifact_name="vqvae",
+            "vqvae_model",
+            {"checkpoint": run.checkpoint},
+            registry.vqvae_signature(config.image_size),
+            originals[:1],
+            register_as,
+            metrics,
+            champion_by=("final_val_mse", metrics["final_val_mse"], False),
+            artifact_name="vqvae",
         )
 
 
 @task(name="train-vqvae", persist_result=True, cache_key_fn=stage_cache_key)
 def train_vqvae_task(
-    data_dir: str, preset_name: str = "demo", epochs: int | None = None, overrides: dict | None = None,
+    data_dir: str,
+    preset_name: str = "demo",
+    epochs: int | None = None,
+    overrides: dict | None = None,
     limit: int | None = None,
 ) -> dict:
     """Train and register a VQ-VAE; returns {run_id, model_uri, version, metrics}."""

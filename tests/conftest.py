@@ -81,7 +81,9 @@ def make_galaxy10(path: Path, n: int = 40, side: int = 64, seed: int = 0, **over
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:side, :side]
     blob = np.exp(-((yy - side / 2) ** 2 + (xx - side / 2) ** 2) / (2 * (side / 8) ** 2))
-    images = (rng.random((n, 1, 1, 3)) * 200 * blob[None, :, :, None] + rng.random((n, side, side, 3)) * 30).astype(np.uint8)
+    images = (rng.random((n, 1, 1, 3)) * 200 * blob[None, :, :, None] + rng.random((n, side, side, 3)) * 30).astype(
+        np.uint8
+    )
     arrays = {
         "images": images,
         "ans": (np.arange(n) % 10).astype(np.uint8),
@@ -197,5 +199,6 @@ def cli_settings(overrides: dict) -> list[str]:
 
 def console(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run `galaxy ARGS` as a new process (this environment plus ``env``); about a second of imports or more."""
-    return subprocess.run([GALAXY, *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [GALAXY, *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300
+    )

@@ -7,9 +7,9 @@ import pytest
 from matplotlib.figure import Figure
 
 from model import atlas, embedding
+from model.galaxy10 import CLASS_NAMES
 from model.plotting import atlas as figures
 from model.plotting import grids, save_figure
-from model.galaxy10 import CLASS_NAMES
 
 GRID = (4, 4)  # latent grid (h, w)
 SCALE = 4  # fake decoder upsampling: H = SCALE * h
@@ -17,7 +17,9 @@ SCALE = 4  # fake decoder upsampling: H = SCALE * h
 
 def fake_decode(indices: np.ndarray) -> np.ndarray:
     """(B, h, w) codes -> (B, SCALE*h, SCALE*w, 3) uint8: one deterministic colour per code."""
-    palette = (np.stack([np.arange(256) * 37 % 256, np.arange(256) * 91 % 256, np.arange(256) * 53 % 256], 1)).astype(np.uint8)
+    palette = (np.stack([np.arange(256) * 37 % 256, np.arange(256) * 91 % 256, np.arange(256) * 53 % 256], 1)).astype(
+        np.uint8
+    )
     img = palette[np.asarray(indices) % 256]  # (B, h, w, 3)
     return img.repeat(SCALE, axis=1).repeat(SCALE, axis=2)
 
@@ -79,7 +81,9 @@ def test_ranked_codes_orders_used_codes_only():
         atlas.ranked_codes(COUNTS, "middle")
 
 
-@pytest.mark.parametrize("which, n, allowed", [("top", 2, {8, 1}), ("bottom", 3, {5, 9, 2}), ("top", 100, {8, 1, 4, 6, 2, 9, 5})])
+@pytest.mark.parametrize(
+    "which, n, allowed", [("top", 2, {8, 1}), ("bottom", 3, {5, 9, 2}), ("top", 100, {8, 1, 4, 6, 2, 9, 5})]
+)
 def test_restricted_indices_draw_only_from_the_chosen_codes(which, n, allowed):
     idx = atlas.restricted_indices(COUNTS, np.random.default_rng(0), (50, *GRID), n, which)
     assert idx.shape == (50, *GRID)
@@ -198,7 +202,10 @@ def test_separability_reports_values_beside_chance():
 def test_shuffled_labels_fall_to_chance_on_separable_features():
     x, labels = blobs(n_per=30, dims=20, classes=3)
     shuffled = np.random.default_rng(1).permutation(labels)
-    real, fake = embedding.separability(x, labels, k=1, pca_dims=10), embedding.separability(x, shuffled, k=1, pca_dims=10)
+    real, fake = (
+        embedding.separability(x, labels, k=1, pca_dims=10),
+        embedding.separability(x, shuffled, k=1, pca_dims=10),
+    )
     assert real.knn == pytest.approx(1.0) and real.nmi == pytest.approx(1.0)
     # 1-NN that could see the point itself (or its own label) would still score 1 here
     assert abs(fake.knn - fake.knn_chance) < 0.2 and fake.nmi < 0.1

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def key_in_new_process(cwd: Path, params: dict) -> str:
-    code = f"import json; from tasks import cache; print(cache.key_of('train-vqvae', json.loads({json.dumps(params)!r}), 'data/prepared'))"
+    call = f"cache.key_of('train-vqvae', json.loads({json.dumps(params)!r}), 'data/prepared')"
+    code = f"import json; from tasks import cache; print({call})"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["PYTHONPATH"] = str(ROOT)
     out = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, check=True)

@@ -11,7 +11,9 @@ from model.prior import PriorConfig
 from model.vqvae import VQVAEConfig
 
 
-@pytest.mark.parametrize("config", [VQVAEConfig(widths=(8, 16)), PriorConfig(vocab_size=32, grid_h=4, grid_w=4), JudgeConfig()])
+@pytest.mark.parametrize(
+    "config", [VQVAEConfig(widths=(8, 16)), PriorConfig(vocab_size=32, grid_h=4, grid_w=4), JudgeConfig()]
+)
 def test_round_trip_through_plain_values(config, tmp_path):
     d = config.to_dict()
     assert not any(isinstance(v, tuple) for v in d.values())  # lists only: weights_only-loadable

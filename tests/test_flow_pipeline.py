@@ -16,9 +16,16 @@ TINY_JUDGE = dict(image_size=32, widths=(8, 16), batch_size=16)
 def tiny_config(tmp_path, stages) -> PipelineConfig:
     src = make_galaxy10(tmp_path / "src.h5", n=120, side=64)
     return PipelineConfig(
-        source=f"h5:{src}", data_dir=str(tmp_path / "prepared"), size=32, stages=stages,
-        vqvae_epochs=1, vqvae_overrides=TINY_VQVAE, prior_epochs=1, prior_overrides=TINY_PRIOR,
-        judge_epochs=1, judge_overrides=TINY_JUDGE,
+        source=f"h5:{src}",
+        data_dir=str(tmp_path / "prepared"),
+        size=32,
+        stages=stages,
+        vqvae_epochs=1,
+        vqvae_overrides=TINY_VQVAE,
+        prior_epochs=1,
+        prior_overrides=TINY_PRIOR,
+        judge_epochs=1,
+        judge_overrides=TINY_JUDGE,
     )
 
 
@@ -41,7 +48,9 @@ def test_full_flow_runs_every_stage(prefect_server, mlflow_store, tmp_path):
     for name in ("galaxy-vqvae", "galaxy-sampler", "galaxy-judge"):
         assert str(client.get_model_version_by_alias(name, "champion").version) == "1", name
     assert "cond_acc_cfg3" in results["evaluate"]["metrics"]
-    samples = {a.path for a in mlflow.artifacts.list_artifacts(run_id=results["prior"]["run_id"], artifact_path="samples")}
+    samples = {
+        a.path for a in mlflow.artifacts.list_artifacts(run_id=results["prior"]["run_id"], artifact_path="samples")
+    }
     assert "samples/cfg_3.png" in samples
 
     import asyncio
@@ -58,11 +67,16 @@ def test_full_flow_runs_every_stage(prefect_server, mlflow_store, tmp_path):
     # a second run of the same config is served from the task cache: no training, no new model versions
     def counts():
         runs = sum(len(client.search_runs([e.experiment_id])) for e in client.search_experiments())
-        return runs, {n: len(client.search_model_versions(f"name='{n}'")) for n in ("galaxy-vqvae", "galaxy-sampler", "galaxy-judge")}
+        return runs, {
+            n: len(client.search_model_versions(f"name='{n}'"))
+            for n in ("galaxy-vqvae", "galaxy-sampler", "galaxy-judge")
+        }
 
     before = counts()
     again = galaxy(config.model_copy(update={"stages": ["data", "vqvae", "prior", "judge"]}))
-    assert again["vqvae"] == results["vqvae"] and again["prior"] == results["prior"] and again["judge"] == results["judge"]
+    assert (
+        again["vqvae"] == results["vqvae"] and again["prior"] == results["prior"] and again["judge"] == results["judge"]
+    )
     assert counts() == before
 
 

@@ -15,8 +15,19 @@ from model.galaxy10 import CLASS_NAMES
 from model.plotting import evaluation as figures
 from model.training import Hooks, augment_square
 
-TINY = judge.JudgeConfig(image_size=16, num_classes=3, widths=(4, 8), dropout=0.0, epochs=4, batch_size=16,
-                         lr=1e-2, weight_decay=0.0, seed=0, device="cpu", eval_batch_size=32)
+TINY = judge.JudgeConfig(
+    image_size=16,
+    num_classes=3,
+    widths=(4, 8),
+    dropout=0.0,
+    epochs=4,
+    batch_size=16,
+    lr=1e-2,
+    weight_decay=0.0,
+    seed=0,
+    device="cpu",
+    eval_batch_size=32,
+)
 
 
 def colour_task(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +76,9 @@ def test_training_resumes_exactly_from_its_checkpoint(tmp_path):
 
     ckpt = tmp_path / "judge.pt"
     with pytest.raises(Killed):
-        judge.train_judge(TINY, train_x, train_y, val_x, val_y, Hooks(checkpoint_path=ckpt, on_epoch_end=kill_after_two))
+        judge.train_judge(
+            TINY, train_x, train_y, val_x, val_y, Hooks(checkpoint_path=ckpt, on_epoch_end=kill_after_two)
+        )
     assert torch.load(ckpt, weights_only=True)["epoch"] == 2
     resumed = judge.train_judge(TINY, train_x, train_y, val_x, val_y, Hooks(checkpoint_path=ckpt))
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
@@ -171,7 +184,9 @@ def test_judge_figures_have_titles():
     report = metrics.classification_report(rng.integers(0, 10, 50), rng.integers(0, 10, 50), 10)
     figs = [
         figures.confusion_figure(confusion, CLASS_NAMES),
-        figures.class_accuracy_curve_figure([1, 3, 9, 100], rng.uniform(size=(4, 10)), rng.uniform(size=4), CLASS_NAMES),
+        figures.class_accuracy_curve_figure(
+            [1, 3, 9, 100], rng.uniform(size=(4, 10)), rng.uniform(size=4), CLASS_NAMES
+        ),
         figures.precision_recall_figure(report, CLASS_NAMES),
     ]
     for fig in figs:

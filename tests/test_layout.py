@@ -97,7 +97,9 @@ def test_no_import_cycles():
         state[node] = 1
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                raise AssertionError(f"import cycle: {' -> '.join(path[path.index(nxt):] + [nxt]) if nxt in path else nxt}")
+                raise AssertionError(
+                    f"import cycle: {' -> '.join(path[path.index(nxt) :] + [nxt]) if nxt in path else nxt}"
+                )
             if nxt not in state:
                 visit(nxt, path + [nxt])
         state[node] = 2

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.metrics import classification_report, conditional_accuracy
-from model.metrics import code_counts, codebook_usage, entropy_nats, psnr
+from model.metrics import classification_report, code_counts, codebook_usage, conditional_accuracy, entropy_nats, psnr
 
 
 def test_uniform_usage_has_perplexity_k():

@@ -36,8 +36,17 @@ def allowed_tokens(label: int, num_classes: int = 10) -> set[int]:
 def forcing_prior(vocab: int = 32, grid: int = 8, num_classes: int = 10, width: int = 64) -> ConditionalPrior:
     """A prior whose every token is one of ``allowed_tokens(label)``, each about equally likely."""
     assert 2 * num_classes + 2 <= vocab < width
-    config = PriorConfig(vocab_size=vocab, grid_h=grid, grid_w=grid, num_classes=num_classes, dim=width, heads=1,
-                         layers=1, dropout=0.0, class_dropout=0.0)
+    config = PriorConfig(
+        vocab_size=vocab,
+        grid_h=grid,
+        grid_w=grid,
+        num_classes=num_classes,
+        dim=width,
+        heads=1,
+        layers=1,
+        dropout=0.0,
+        class_dropout=0.0,
+    )
     prior = ConditionalPrior(config).eval()
     marker = width - 1  # only class embeddings have this dimension
     block = prior.blocks[0]

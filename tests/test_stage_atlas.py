@@ -20,8 +20,20 @@ BAD_CODES = "error: --codes: '1,x' is not a comma-separated list of integers"
 def coloured_by_class(n: int = 120, side: int = 64, seed: int = 0) -> np.ndarray:
     """(N, S, S, 3) uint8 images whose colour is their class's (label = index % 10), with a little noise."""
     rng = np.random.default_rng(seed)
-    palette = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
-                        [145, 30, 180], [70, 240, 240], [240, 50, 230], [128, 128, 0], [250, 250, 250]])
+    palette = np.array(
+        [
+            [230, 25, 75],
+            [60, 180, 75],
+            [255, 225, 25],
+            [0, 130, 200],
+            [245, 130, 48],
+            [145, 30, 180],
+            [70, 240, 240],
+            [240, 50, 230],
+            [128, 128, 0],
+            [250, 250, 250],
+        ]
+    )
     colours = palette[np.arange(n) % 10][:, None, None, :]  # (N, 1, 1, 3)
     return np.clip(colours + rng.normal(0, 8, (n, side, side, 3)), 0, 255).astype(np.uint8)
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from model import metrics as J
 from model.galaxy10 import CLASS_NAMES
-from tasks import faults
 from model.metrics import balanced_frechet, balanced_subset, per_class_frechet
+from tasks import faults
 from tasks.evaluate import evaluate_run
 from tasks.judge import train_judge_run
 from tasks.prior import train_prior_run
@@ -100,22 +100,68 @@ def test_evaluate_run_and_commands(mlflow_store, tiny_data):
     runner = CliRunner()
     vq = train_vqvae_run(tiny_data, "demo", epochs=1, overrides=TINY_VQVAE)
     pr = train_prior_run(vq.model_uri, tiny_data, "demo", epochs=1, overrides=TINY_PRIOR)
-    judged = runner.invoke(cli(), ["train", "judge", "--data", str(tiny_data), "--set", "widths=[4,8]", "--set", "batch_size=16",
-                                   "--set", "device=cpu", "--epochs", "2"])
+    judged = runner.invoke(
+        cli(),
+        [
+            "train",
+            "judge",
+            "--data",
+            str(tiny_data),
+            "--set",
+            "widths=[4,8]",
+            "--set",
+            "batch_size=16",
+            "--set",
+            "device=cpu",
+            "--epochs",
+            "2",
+        ],
+    )
     assert judged.exit_code == 0, judged.output
     assert "test accuracy" in judged.stdout and "models:/galaxy-judge/1" in judged.stdout
 
     result = evaluate_run(pr.model_uri, tiny_data, per_class=3, seed=1)
     run = mlflow.get_run(result["run_id"])
     m = run.data.metrics
-    assert run.data.tags["sampler_uri"] == pr.model_uri and run.data.tags["judge_uri"] == "models:/galaxy-judge@champion"
-    for key in ("cond_acc_cfg1", "cond_acc_cfg3", "cond_acc_cfg9", "cond_acc_cfg3_class4", "fd_generated_cfg3",
-                "fd_floor_train_vs_test", "fd_recon_vs_test", "recon_accuracy", "real_test_accuracy"):
+    assert (
+        run.data.tags["sampler_uri"] == pr.model_uri and run.data.tags["judge_uri"] == "models:/galaxy-judge@champion"
+    )
+    for key in (
+        "cond_acc_cfg1",
+        "cond_acc_cfg3",
+        "cond_acc_cfg9",
+        "cond_acc_cfg3_class4",
+        "fd_generated_cfg3",
+        "fd_floor_train_vs_test",
+        "fd_recon_vs_test",
+        "recon_accuracy",
+        "real_test_accuracy",
+    ):
         assert key in m and np.isfinite(m[key]), key
-    assert set(result["metrics"]) == {"cond_acc_cfg1", "cond_acc_cfg3", "cond_acc_cfg9", "fd_generated_cfg3",
-                                      "fd_floor_train_vs_test", "fd_recon_vs_test", "recon_accuracy", "real_test_accuracy"}
-    assert {f"evaluate/{n}" for n in ("class_accuracy_vs_cfg.png", "confusion_cfg3.png", "confusion_recon.png", "frechet_per_class.png", "summary.png",
-                                      "summary.json", "predictions_cfg1.npy", "predictions_cfg3.npy", "predictions_cfg9.npy")} <= artifact_names(run.info.run_id, "evaluate")
+    assert set(result["metrics"]) == {
+        "cond_acc_cfg1",
+        "cond_acc_cfg3",
+        "cond_acc_cfg9",
+        "fd_generated_cfg3",
+        "fd_floor_train_vs_test",
+        "fd_recon_vs_test",
+        "recon_accuracy",
+        "real_test_accuracy",
+    }
+    assert {
+        f"evaluate/{n}"
+        for n in (
+            "class_accuracy_vs_cfg.png",
+            "confusion_cfg3.png",
+            "confusion_recon.png",
+            "frechet_per_class.png",
+            "summary.png",
+            "summary.json",
+            "predictions_cfg1.npy",
+            "predictions_cfg3.npy",
+            "predictions_cfg9.npy",
+        )
+    } <= artifact_names(run.info.run_id, "evaluate")
     # accuracies recomputed by hand from the logged predictions
     requested = load_npy(run.info.run_id, "evaluate/requested_labels.npy")
     assert np.bincount(requested).tolist() == [3] * 10
@@ -124,7 +170,10 @@ def test_evaluate_run_and_commands(mlflow_store, tiny_data):
         assert m[f"cond_acc_cfg{cfg}"] == pytest.approx(np.mean(predicted == requested))
         assert m[f"cond_acc_cfg{cfg}_class7"] == pytest.approx(np.mean(predicted[requested == 7] == 7))
     # the generated FD recomputed from the logged features; identical sets are at distance ~0
-    test_f, test_y = load_npy(run.info.run_id, "evaluate/features_test.npy"), load_npy(run.info.run_id, "evaluate/test_labels.npy")
+    test_f, test_y = (
+        load_npy(run.info.run_id, "evaluate/features_test.npy"),
+        load_npy(run.info.run_id, "evaluate/test_labels.npy"),
+    )
     gen_f = load_npy(run.info.run_id, "evaluate/features_generated_cfg3.npy")
     assert m["fd_generated_cfg3"] == pytest.approx(balanced_frechet(gen_f, requested, test_f, test_y), rel=1e-6)
     assert balanced_frechet(test_f, test_y, test_f, test_y) == pytest.approx(0.0, abs=1e-6)
@@ -137,9 +186,13 @@ def test_evaluate_run_and_commands(mlflow_store, tiny_data):
     assert summary["metrics"][f"fd_generated_cfg3_class{c}"] is None
     assert "evaluate/notes.txt" in artifact_names(run.info.run_id, "evaluate")
 
-    ok = runner.invoke(cli(), ["evaluate", "--model", pr.model_uri, "--data", str(tiny_data), "--per-class", "2", "--cfg", "1,3"])
+    ok = runner.invoke(
+        cli(), ["evaluate", "--model", pr.model_uri, "--data", str(tiny_data), "--per-class", "2", "--cfg", "1,3"]
+    )
     assert ok.exit_code == 0, ok.output
-    assert "class-conditional accuracy: cfg 1" in ok.stdout and "floor train" in ok.stdout and "ceiling recon" in ok.stdout
+    assert (
+        "class-conditional accuracy: cfg 1" in ok.stdout and "floor train" in ok.stdout and "ceiling recon" in ok.stdout
+    )
     cases = [
         (["--per-class", "1"], "--per-class: 1 is too few"),
         (["--data", "nowhere"], "nowhere: no such prepared dataset folder"),
@@ -149,7 +202,9 @@ def test_evaluate_run_and_commands(mlflow_store, tiny_data):
         (["--cfg", "3,x"], "--cfg: '3,x' is not a comma-separated list"),
     ]
     for extra, needle in cases:
-        proc = runner.invoke(cli(), ["evaluate", "--model", pr.model_uri, "--data", str(tiny_data), "--per-class", "2", *extra])
+        proc = runner.invoke(
+            cli(), ["evaluate", "--model", pr.model_uri, "--data", str(tiny_data), "--per-class", "2", *extra]
+        )
         assert proc.exit_code == 2, (extra, proc.output)
         assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and needle in proc.stderr, (extra, proc.stderr)
     assert mlflow.search_runs(experiment_names=["galaxy-evaluate"]).shape[0] == 2  # bad input made no run

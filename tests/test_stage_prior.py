@@ -18,7 +18,15 @@ from tasks.samples import log_sampling_grids
 from tasks.tokens import tokenize_dataset
 from tasks.vqvae import train_vqvae_run
 from tests.conftest import (
-    TINY_PRIOR, TINY_VQVAE, cli_settings, console, forget_mlflow_store, isolate, make_store, make_tiny_data, use_store,
+    TINY_PRIOR,
+    TINY_VQVAE,
+    cli_settings,
+    console,
+    forget_mlflow_store,
+    isolate,
+    make_store,
+    make_tiny_data,
+    use_store,
 )
 from tests.test_registry import champion, register
 from tests.test_sampling_batches import allowed_tokens, forcing_prior, tiny_vqvae
@@ -54,12 +62,24 @@ def test_prior_run_grids_and_registered_sampler(trained):
     vq, pr, data = trained
     run = mlflow.get_run(pr.run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.params["model.vocab_size"] == "32" and run.data.params["model.grid_h"] == "8"  # read from the VQ-VAE
+    assert (
+        run.data.params["model.vocab_size"] == "32" and run.data.params["model.grid_h"] == "8"
+    )  # read from the VQ-VAE
     for key in ("val_bits_per_token", "unigram_bits_per_token", "tokens_per_s"):
         assert key in run.data.metrics
     assert [m.step for m in mlflow.MlflowClient().get_metric_history(pr.run_id, "val_bits_per_token")] == [1, 2]
     names = {a.path for a in mlflow.artifacts.list_artifacts(run_id=pr.run_id, artifact_path="samples")}
-    expected = {"unconditional", "cfg_1", "cfg_3", "cfg_9", "cfg_100", "top_k_5", "top_p_0.8", "temperature_sweep", "tsne_generated"}
+    expected = {
+        "unconditional",
+        "cfg_1",
+        "cfg_3",
+        "cfg_9",
+        "cfg_100",
+        "top_k_5",
+        "top_p_0.8",
+        "temperature_sweep",
+        "tsne_generated",
+    }
     assert {f"samples/{n}.png" for n in expected} == names
     # P5: the sampler loads by alias and returns uint8 images, reproducibly per seed
     model = mlflow.pyfunc.load_model("models:/galaxy-sampler@champion")
@@ -76,8 +96,9 @@ def test_registered_sampler_output_follows_seed_cfg_and_class(mlflow_store):
     save_checkpoint(mlflow_store / "prior.pt", forcing_prior())
     artifacts = {"prior": mlflow_store / "prior.pt", "vqvae": mlflow_store / "vqvae.pt"}
     with mlflow.start_run():
-        uri, _ = registry.log_pyfunc("sampler", "sampler_model", artifacts, registry.sampler_signature(),
-                                     np.array([0]), "galaxy-sampler")
+        uri, _ = registry.log_pyfunc(
+            "sampler", "sampler_model", artifacts, registry.sampler_signature(), np.array([0]), "galaxy-sampler"
+        )
     model = mlflow.pyfunc.load_model(uri)
 
     def one(label: int, **params) -> np.ndarray:
@@ -111,8 +132,9 @@ def test_sample_command_and_its_bad_input(trained, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
     classes = "5,edge-on with bulge,none"
-    ok = runner.invoke(app, ["sample", "--model", SAMPLER, "--classes", classes, "--n", "3", "--cfg", "3",
-                             "--out", "grid.png"])
+    ok = runner.invoke(
+        app, ["sample", "--model", SAMPLER, "--classes", classes, "--n", "3", "--cfg", "3", "--out", "grid.png"]
+    )
     assert ok.exit_code == 0, ok.output
     assert "wrote grid.png (9 images)" in ok.stdout
     assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -166,8 +188,18 @@ def test_killed_prior_resumes_the_same_run(vqvae):
     from cli.main import app
 
     vq, data = vqvae
-    args = ["train", "prior", "--vqvae", vq.model_uri, "--data", str(data), "--epochs", "4", "--no-grids",
-            *cli_settings(TINY_PRIOR)]
+    args = [
+        "train",
+        "prior",
+        "--vqvae",
+        vq.model_uri,
+        "--data",
+        str(data),
+        "--epochs",
+        "4",
+        "--no-grids",
+        *cli_settings(TINY_PRIOR),
+    ]
     killed = console(*args, env={faults.ENV: "2"})
     assert killed.returncode == faults.EXIT_CODE, killed.stderr
     (checkpoint,) = Path("runs").glob("prior-*/checkpoint.pt")

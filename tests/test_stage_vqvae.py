@@ -39,7 +39,9 @@ def test_run_logs_everything_and_registered_model_reproduces(mlflow_store, tiny_
     assert ref.model_uri == "models:/galaxy-vqvae/1"
     loaded = mlflow.pyfunc.load_model("models:/galaxy-vqvae@champion")
     originals = artifact(ref.run_id, "reconstructions/originals.npy")
-    np.testing.assert_array_equal(loaded.predict(originals), artifact(ref.run_id, "reconstructions/reconstructions.npy"))
+    np.testing.assert_array_equal(
+        loaded.predict(originals), artifact(ref.run_id, "reconstructions/reconstructions.npy")
+    )
     indices = loaded.predict(originals, params={"output": "indices"})
     assert indices.shape == (len(originals), 8, 8) and indices.max() < 32
     vqvae, ckpt = load_vqvae("models:/galaxy-vqvae/1")

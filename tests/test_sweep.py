@@ -21,16 +21,16 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from cli.main import app
+from model.config import from_preset
 from model.data import load_prepared, prepare
 from model.errors import UserError
-from model.config import from_preset
 from model.plotting.sweep import best_per_value
 from model.vqvae import PRESETS, lucidrains_defaults
+from tasks.registry import load_vqvae
 from tasks.sweep import run_sweep
 from tasks.sweep_space import SweepConfig, SweepSpace
 from tasks.sweep_study import STORAGE_ENV, create_study
 from tasks.sweep_trial import EXIT_ENV, EXPERIMENT, make_objective, run_worker
-from tasks.registry import load_vqvae
 from tests.conftest import TINY_VQVAE, make_galaxy10
 
 GALAXY = str(Path(sys.executable).with_name("galaxy"))

@@ -46,8 +46,12 @@ def axis_ratio(img):
     w = w * (blobs == blobs[s // 2, s // 2])  # only the galaxy at the centre, not stars
     w /= w.sum()
     mx, my = (w * x).sum(), (w * y).sum()
-    cov = np.array([[(w * (x - mx) ** 2).sum(), (w * (x - mx) * (y - my)).sum()],
-                    [(w * (x - mx) * (y - my)).sum(), (w * (y - my) ** 2).sum()]])
+    cov = np.array(
+        [
+            [(w * (x - mx) ** 2).sum(), (w * (x - mx) * (y - my)).sum()],
+            [(w * (x - mx) * (y - my)).sum(), (w * (y - my) ** 2).sum()],
+        ]
+    )
     lo, hi = np.linalg.eigvalsh(cov)
     return np.sqrt(lo / hi)
 

@@ -40,7 +40,9 @@ def test_training_lowers_loss_and_beats_unigram():
     xt, yt = synthetic_tokens(320, 0)
     xv, yv = synthetic_tokens(64, 1)
     logged: list[tuple[dict, int]] = []
-    result = train_prior(tiny_config(dropout=0.0, **TRAIN), xt, yt, xv, yv, Hooks(log=lambda m, s: logged.append((m, s))))
+    result = train_prior(
+        tiny_config(dropout=0.0, **TRAIN), xt, yt, xv, yv, Hooks(log=lambda m, s: logged.append((m, s)))
+    )
     h = result.history
     assert len(h) == 3 and result.metrics == h[-1]
     assert h[-1]["train_loss"] < h[0]["train_loss"] < math.log(K) + 0.5

@@ -15,13 +15,21 @@ from model.train_vqvae import (
     reconstruct_images,
     train_vqvae,
 )
-from model.utils import uint8_to_unit, unit_to_uint8
 from model.training import Hooks, augment_square
+from model.utils import uint8_to_unit, unit_to_uint8
 from model.vqvae import VQVAE, VQVAEConfig
 
 MODEL = VQVAEConfig(
-    image_size=16, widths=(8, 16), embedding_dim=8, codebook_size=16,
-    epochs=2, batch_size=8, lr=3e-3, seed=0, device="cpu", eval_batch_size=16,
+    image_size=16,
+    widths=(8, 16),
+    embedding_dim=8,
+    codebook_size=16,
+    epochs=2,
+    batch_size=8,
+    lr=3e-3,
+    seed=0,
+    device="cpu",
+    eval_batch_size=16,
 )
 
 

@@ -56,15 +56,28 @@ def code_frequency_figure(counts: np.ndarray, *, log_y: bool = True, title: str 
     if used < k:
         ax.axvspan(used + 0.5, k + 0.5, color="tab:red", alpha=0.08, lw=0)
         ax.axvline(used + 0.5, color="tab:red", ls="--", lw=1)
-        ax.text(used + 0.5, 0.04, f"{k - used} unused codes → ", transform=ax.get_xaxis_transform(),
-                color="tab:red", ha="right", va="bottom", fontsize=9)
+        ax.text(
+            used + 0.5,
+            0.04,
+            f"{k - used} unused codes → ",
+            transform=ax.get_xaxis_transform(),
+            color="tab:red",
+            ha="right",
+            va="bottom",
+            fontsize=9,
+        )
     ax_cdf = ax.twinx()
     ax_cdf.plot(ranks, cdf, color="tab:orange", lw=1.8, label="cumulative fraction")
     ax_cdf.set_ylim(0, 1.02)
     ax_cdf.set_ylabel("cumulative fraction of all tokens", color="tab:orange")
     ax_cdf.tick_params(axis="y", colors="tab:orange")
-    ax.legend(handles=[Line2D([], [], color="tab:blue", label="occurrences per code"),
-                       Line2D([], [], color="tab:orange", label="CDF")], loc="center right")
+    ax.legend(
+        handles=[
+            Line2D([], [], color="tab:blue", label="occurrences per code"),
+            Line2D([], [], color="tab:orange", label="CDF"),
+        ],
+        loc="center right",
+    )
 
     ax_idx.bar(np.arange(k), counts, width=1.0, color="tab:blue", lw=0)
     ax_idx.set_xlim(-0.5, k - 0.5)
@@ -75,8 +88,10 @@ def code_frequency_figure(counts: np.ndarray, *, log_y: bool = True, title: str 
     if not counts.sum():
         head = f"{title}: K={k}, no tokens"
     else:
-        head = (f"{title}: K={k}, utilisation {100 * used / k:.1f}% ({used} used), "
-                f"perplexity {perplexity:.1f} (perplexity/K = {100 * perplexity / k:.1f}%)")
+        head = (
+            f"{title}: K={k}, utilisation {100 * used / k:.1f}% ({used} used), "
+            f"perplexity {perplexity:.1f} (perplexity/K = {100 * perplexity / k:.1f}%)"
+        )
     fig.suptitle(head, fontsize=11)
     return fig
 
@@ -100,7 +115,9 @@ def heads_tails_figure(
         for n in ns:
             share = counts[ranked_codes(counts, which)[:n]].sum() / total
             rows.append(decode(restricted_indices(counts, rng, (per_row, *grid_hw), n, which)))
-            labels.append(f"{which} {n}" + (f" (all {used} used)" if n > used else "") + f"\n{100 * share:.3g}% of tokens")
+            labels.append(
+                f"{which} {n}" + (f" (all {used} used)" if n > used else "") + f"\n{100 * share:.3g}% of tokens"
+            )
     unused = unused_indices(counts, rng, (per_row, *grid_hw))
     note = None
     if unused is None:
@@ -148,8 +165,13 @@ def code_panels_figure(
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[i, 0].set_ylabel(f"code {code}\n{counts[code]} use{'' if counts[code] == 1 else 's'}\nrank {rank[int(code)]} of {k}", rotation=0,
-                              ha="right", va="center", fontsize=10)
+        axes[i, 0].set_ylabel(
+            f"code {code}\n{counts[code]} use{'' if counts[code] == 1 else 's'}\nrank {rank[int(code)]} of {k}",
+            rotation=0,
+            ha="right",
+            va="center",
+            fontsize=10,
+        )
     fig.suptitle(f"Individual codes (K={k}, D={d}, {len(indices_all)} images)", fontsize=12)
     return fig
 
@@ -165,8 +187,10 @@ def atlas_figure(
     fig = Figure(figsize=(10, 7.5), layout="constrained")
     ax = fig.subplots()
     ax.scatter(embedding[order, 0], embedding[order, 1], s=size, c=[colours[c] for c in labels[order]], lw=0, alpha=0.8)
-    handles = [Line2D([], [], ls="", marker="o", color=colours[c], label=f"{c}: {name} ({int((labels == c).sum())})")
-               for c, name in enumerate(class_names)]
+    handles = [
+        Line2D([], [], ls="", marker="o", color=colours[c], label=f"{c}: {name} ({int((labels == c).sum())})")
+        for c, name in enumerate(class_names)
+    ]
     ax.legend(handles=handles, title="class", loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
     ax.set_xlabel("t-SNE 1")
     ax.set_ylabel("t-SNE 2")
@@ -177,24 +201,43 @@ def atlas_figure(
 
 
 def separability_figure(
-    knn: float, knn_chance: float, nmi: float, nmi_chance: float, *, knn_std: float | None = None, k: int = 5,
-    folds: int = 5, title: str = "Do the latents separate the classes?",
+    knn: float,
+    knn_chance: float,
+    nmi: float,
+    nmi_chance: float,
+    *,
+    knn_std: float | None = None,
+    k: int = 5,
+    folds: int = 5,
+    title: str = "Do the latents separate the classes?",
 ) -> Figure:
     """Bars of k-NN accuracy and NMI, each beside its chance level, with values written on the bars."""
     fig = Figure(figsize=(6.5, 4.2), layout="constrained")
     ax = fig.subplots()
     x = np.arange(2)
     width = 0.36
-    measured = ax.bar(x - width / 2, [knn, nmi], width, color="tab:blue", label="latents",
-                      yerr=[knn_std or 0.0, 0.0], capsize=4)
+    measured = ax.bar(
+        x - width / 2, [knn, nmi], width, color="tab:blue", label="latents", yerr=[knn_std or 0.0, 0.0], capsize=4
+    )
     chance = ax.bar(x + width / 2, [knn_chance, nmi_chance], width, color="0.7", label="chance level")
     for bars, errors in ((measured, (knn_std or 0.0, 0.0)), (chance, (0.0, 0.0))):
         for bar, err in zip(bars, errors):
             text = f"{bar.get_height():.3f}" + (f" ± {err:.3f}" if err else "")
-            ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height() + err),
-                        xytext=(0, 3), textcoords="offset points", ha="center", fontsize=9)
-    ax.set_xticks(x, [f"{k}-NN accuracy ({folds}-fold CV)\nchance = majority-class share",
-                      "NMI of k-means clusters vs labels\nchance = same clusters, shuffled labels"])
+            ax.annotate(
+                text,
+                (bar.get_x() + bar.get_width() / 2, bar.get_height() + err),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="center",
+                fontsize=9,
+            )
+    ax.set_xticks(
+        x,
+        [
+            f"{k}-NN accuracy ({folds}-fold CV)\nchance = majority-class share",
+            "NMI of k-means clusters vs labels\nchance = same clusters, shuffled labels",
+        ],
+    )
     ax.set_ylim(0, 1.22)
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_ylabel("score (1 = perfect)")

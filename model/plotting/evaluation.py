@@ -15,7 +15,9 @@ from matplotlib.figure import Figure
 from model.plotting import class_colours
 
 
-def confusion_figure(confusion: np.ndarray, class_names: Sequence[str], title: str = "Judge confusion matrix") -> Figure:
+def confusion_figure(
+    confusion: np.ndarray, class_names: Sequence[str], title: str = "Judge confusion matrix"
+) -> Figure:
     """Confusion matrix normalised per true class, each cell annotated with its percentage."""
     confusion = np.asarray(confusion, dtype=np.float64)
     support = confusion.sum(axis=1, keepdims=True)  # (K, 1)
@@ -28,8 +30,15 @@ def confusion_figure(confusion: np.ndarray, class_names: Sequence[str], title: s
     for i in range(k):
         for j in range(k):
             if confusion[i, j] > 0:
-                ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center", fontsize=8,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{100 * norm[i, j]:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     ax.set_xticks(range(k), list(class_names), rotation=40, ha="right", fontsize=9)
     ax.set_yticks(range(k), [f"{name} ({int(n)})" for name, n in zip(class_names, support[:, 0])], fontsize=9)
     ax.set_xlabel("predicted class")
@@ -70,7 +79,9 @@ def class_accuracy_curve_figure(
     return fig
 
 
-def precision_recall_figure(report: dict[str, Any], class_names: Sequence[str], title: str = "Judge per-class precision and recall") -> Figure:
+def precision_recall_figure(
+    report: dict[str, Any], class_names: Sequence[str], title: str = "Judge per-class precision and recall"
+) -> Figure:
     """Grouped bars of per-class precision and recall from classification_report."""
     k = len(class_names)
     x = np.arange(k)
@@ -88,7 +99,9 @@ def precision_recall_figure(report: dict[str, Any], class_names: Sequence[str], 
     return fig
 
 
-def frechet_bars_figure(rows: dict[str, np.ndarray], overall: dict[str, float], class_names: Sequence[str], title: str) -> Figure:
+def frechet_bars_figure(
+    rows: dict[str, np.ndarray], overall: dict[str, float], class_names: Sequence[str], title: str
+) -> Figure:
     """Grouped bars of per-class FD (one bar per compared set), overall values in the legend; log scale."""
     k = len(class_names)
     x = np.arange(k)
@@ -100,15 +113,29 @@ def frechet_bars_figure(rows: dict[str, np.ndarray], overall: dict[str, float], 
     shown = np.isfinite(values) & (values > 0)
     log = bool(shown.any())
     for j, name in enumerate(rows):
-        ax.bar(x - 0.4 + width * (j + 0.5), np.where(shown[j], values[j], np.nan), width, color=colours[j % len(colours)],
-               label=f"{name} (overall {overall.get(name, float('nan')):.3g})")
+        ax.bar(
+            x - 0.4 + width * (j + 0.5),
+            np.where(shown[j], values[j], np.nan),
+            width,
+            color=colours[j % len(colours)],
+            label=f"{name} (overall {overall.get(name, float('nan')):.3g})",
+        )
     if log:
         ax.set_yscale("log")
     else:
         ax.set_ylim(0, 1)
     for c in range(k):
         if not np.isfinite(values[:, c]).any():
-            ax.text(c, 0.02, "skipped:\n< 2 images", transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=8, color="0.4")
+            ax.text(
+                c,
+                0.02,
+                "skipped:\n< 2 images",
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                color="0.4",
+            )
     ax.set_xticks(x, list(class_names), rotation=35, ha="right", fontsize=9)
     ax.set_xlim(-0.6, k - 0.4)
     ax.set_ylabel("Fréchet distance in judge features (lower is closer)")
@@ -127,8 +154,13 @@ def accuracy_curve_figure(
     class_names: Sequence[str],
 ) -> Figure:
     """The judge's class-accuracy-vs-cfg curve with the real-test and reconstruction accuracies as reference lines."""
-    fig = class_accuracy_curve_figure(cfg_values, per_class, overall, class_names,
-                                        title="Class-conditional accuracy: samples judged as the class they were asked for")
+    fig = class_accuracy_curve_figure(
+        cfg_values,
+        per_class,
+        overall,
+        class_names,
+        title="Class-conditional accuracy: samples judged as the class they were asked for",
+    )
     ax = fig.axes[0]
     ax.axhline(real_acc, color="tab:green", ls=":", lw=2, label=f"real test images ({real_acc:.2f})")
     ax.axhline(recon_acc, color="tab:purple", ls="-.", lw=2, label=f"VQ-VAE reconstructions ({recon_acc:.2f})")

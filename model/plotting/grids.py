@@ -78,7 +78,9 @@ def labelled_grid_figure(
 
 def comparison_figure(rows: Sequence[tuple[str, np.ndarray]], originals: np.ndarray, title: str) -> Figure:
     """Originals on top, then one labelled row of reconstructions per configuration (A6)."""
-    return labelled_grid_figure([originals, *[images for _, images in rows]], ["original", *[name for name, _ in rows]], title)
+    return labelled_grid_figure(
+        [originals, *[images for _, images in rows]], ["original", *[name for name, _ in rows]], title
+    )
 
 
 def _format_cell(value: object) -> str:
@@ -88,16 +90,25 @@ def _format_cell(value: object) -> str:
     return str(value)
 
 
-def metrics_table_figure(rows: Sequence[dict], columns: Sequence[str], title: str = "Metrics by configuration") -> Figure:
+def metrics_table_figure(
+    rows: Sequence[dict], columns: Sequence[str], title: str = "Metrics by configuration"
+) -> Figure:
     """A readable table figure, one line per configuration and one column per metric (A6)."""
     cells = [[_format_cell(row.get(col, "")) for col in columns] for row in rows]
     widths = [max([len(col), *[len(line[i]) for line in cells]]) for i, col in enumerate(columns)]
     n_lines = max(len(rows), 1) + 1
-    fig = Figure(figsize=(max(4.0, 0.09 * sum(widths) + 0.25 * len(columns)), 0.6 + 0.3 * n_lines), layout="constrained")
+    fig = Figure(
+        figsize=(max(4.0, 0.09 * sum(widths) + 0.25 * len(columns)), 0.6 + 0.3 * n_lines), layout="constrained"
+    )
     ax = fig.subplots()
     ax.axis("off")
-    table = ax.table(cellText=cells or [["" for _ in columns]], colLabels=list(columns), cellLoc="center",
-                     colWidths=[w / sum(widths) for w in widths], bbox=[0, 0, 1, 1])
+    table = ax.table(
+        cellText=cells or [["" for _ in columns]],
+        colLabels=list(columns),
+        cellLoc="center",
+        colWidths=[w / sum(widths) for w in widths],
+        bbox=[0, 0, 1, 1],
+    )
     table.auto_set_font_size(False)
     table.set_fontsize(9)
     for (r, _), cell in table.get_celld().items():

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import mlflow
 import numpy as np
 
-import mlflow
 from model.checkpoint import load_model
 from model.judge import MorphologyCNN, predict
 from model.utils import pick_device

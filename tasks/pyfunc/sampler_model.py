@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import mlflow
 import numpy as np
 
-import mlflow
 from model.checkpoint import load_model
 from model.prior import ConditionalPrior
 from model.sampling import Samples, check_sampling_args, sample
@@ -37,8 +37,15 @@ class SamplerModel(mlflow.pyfunc.PythonModel):
         labels = np.repeat(np.asarray(labels, dtype=np.int64).reshape(-1), int(num_samples))
         check_sampling_args(max(len(labels), 1), self.prior.num_classes, None, cfg_scale, temperature, top_k, top_p)
         return sample(
-            self.prior, self.vqvae, labels, cfg_scale=float(cfg_scale), temperature=float(temperature),
-            top_k=int(top_k), top_p=float(top_p), seed=int(seed), progress=progress,
+            self.prior,
+            self.vqvae,
+            labels,
+            cfg_scale=float(cfg_scale),
+            temperature=float(temperature),
+            top_k=int(top_k),
+            top_p=float(top_p),
+            seed=int(seed),
+            progress=progress,
         )
 
     def predict(self, context, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:

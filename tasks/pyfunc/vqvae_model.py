@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import mlflow
 import numpy as np
 import torch
 
-import mlflow
 from model.checkpoint import load_model
 from model.train_vqvae import reconstruct_images
 from model.utils import pick_device, uint8_to_unit

@@ -5,11 +5,14 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import typer
 
 from model.errors import UserError
-from tasks.registry import ModelRef
+
+if TYPE_CHECKING:  # the CLI imports nothing heavy until a command runs: `galaxy --help` stays instant
+    from tasks.registry import ModelRef
 
 
 def user_errors(fn: Callable) -> Callable:

@@ -9,7 +9,9 @@ import typer
 
 from cli.common import user_errors
 from model.errors import UserError
-from tasks.evaluate import JUDGE_URI, SAMPLER_URI
+
+SAMPLER_URI = "models:/galaxy-sampler@champion"  # tasks.evaluate's defaults (not imported: it pulls in mlflow)
+JUDGE_URI = "models:/galaxy-judge@champion"
 
 
 def _parse_cfg(text: str) -> list[float]:

@@ -126,3 +126,13 @@ def test_no_optuna_internals_and_no_cli_flags_in_the_library():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.match(r"--[a-z]", node.value):
                 raise AssertionError(f"{path.relative_to(ROOT)} names a CLI flag: {node.value!r}")
+
+
+def test_the_command_line_imports_no_framework_until_a_command_runs():
+    code = (
+        "import sys, cli.main\n"
+        "heavy = ('torch', 'mlflow', 'prefect', 'optuna', 'matplotlib', 'galsim', 'h5py', 'scipy', 'sklearn')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"  # `galaxy --help` and argument errors stay instant

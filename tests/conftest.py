@@ -202,3 +202,25 @@ def console(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     return subprocess.run(
         [GALAXY, *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300
     )
+
+
+#: A tiny prior for the network, sampling and training tests: vocabulary 16, grid 3x4 (T = 12 tokens).
+PRIOR_K, PRIOR_GH, PRIOR_GW = 16, 3, 4
+PRIOR_T = PRIOR_GH * PRIOR_GW
+
+
+def tiny_prior_config(**kw):
+    """A PriorConfig small enough to train in a second; ``kw`` overrides any field."""
+    from model.prior import PriorConfig
+
+    base = dict(vocab_size=PRIOR_K, grid_h=PRIOR_GH, grid_w=PRIOR_GW, num_classes=10, dim=32, heads=4, layers=2)
+    return PriorConfig(**{**base, **kw})
+
+
+@pytest.fixture
+def model64():
+    """A tiny prior in float64 so that cached and full-prefix computations agree to ~1e-15."""
+    from model.prior import ConditionalPrior
+
+    torch.manual_seed(0)
+    return ConditionalPrior(tiny_prior_config()).double().eval()

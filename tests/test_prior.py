@@ -7,21 +7,10 @@ from model.checkpoint import load_model, save_checkpoint
 from model.config import from_preset
 from model.errors import UserError
 from model.prior import PRESETS, ConditionalPrior, KVCache, PriorConfig
+from tests.conftest import PRIOR_K, PRIOR_T, tiny_prior_config
 
-K, GH, GW = 16, 3, 4  # tiny vocabulary and grid: T = 12
-T = GH * GW
-
-
-def tiny_config(**kw) -> PriorConfig:
-    base = dict(vocab_size=K, grid_h=GH, grid_w=GW, num_classes=10, dim=32, heads=4, layers=2)
-    return PriorConfig(**{**base, **kw})
-
-
-@pytest.fixture
-def model64() -> ConditionalPrior:
-    """A tiny prior in float64 so that cached and full-prefix computations agree to ~1e-15."""
-    torch.manual_seed(0)
-    return ConditionalPrior(tiny_config()).double().eval()
+K, T = PRIOR_K, PRIOR_T
+tiny_config = tiny_prior_config
 
 
 def cached_logits(model: ConditionalPrior, tokens: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:

@@ -5,24 +5,8 @@ import torch
 
 from benchmarks.reference_sampler import reference_generate
 from model.errors import UserError
-from model.prior import ConditionalPrior, PriorConfig
 from model.sampling import generate, sample_next, top_k_filter, top_p_filter
-
-K, GH, GW = 16, 3, 4  # tiny vocabulary and grid: T = 12
-T = GH * GW
-
-
-def tiny_config(**kw) -> PriorConfig:
-    base = dict(vocab_size=K, grid_h=GH, grid_w=GW, num_classes=10, dim=32, heads=4, layers=2)
-    return PriorConfig(**{**base, **kw})
-
-
-@pytest.fixture
-def model64() -> ConditionalPrior:
-    """A tiny prior in float64 so that cached and full-prefix computations agree to ~1e-15."""
-    torch.manual_seed(0)
-    return ConditionalPrior(tiny_config()).double().eval()
-
+from tests.conftest import PRIOR_T as T
 
 # ----------------------------------------------------------------------------------------------
 # Filters and sampling

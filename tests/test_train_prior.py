@@ -8,17 +8,11 @@ import pytest
 import torch
 
 from model.errors import UserError
-from model.prior import PriorConfig
 from model.train_prior import evaluate_nll, train_prior
 from model.training import Hooks
-
-K, GH, GW = 16, 3, 4  # tiny vocabulary and grid: T = 12
-T = GH * GW
-
-
-def tiny_config(**kw) -> PriorConfig:
-    base = dict(vocab_size=K, grid_h=GH, grid_w=GW, num_classes=10, dim=32, heads=4, layers=2)
-    return PriorConfig(**{**base, **kw})
+from tests.conftest import PRIOR_K as K
+from tests.conftest import PRIOR_T as T
+from tests.conftest import tiny_prior_config as tiny_config
 
 
 def synthetic_tokens(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

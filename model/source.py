@@ -26,7 +26,6 @@ import numpy as np
 from model.errors import UserError
 from model.galaxy10 import FILE_NAME, FILE_SHA256, IMAGE_KEY, LABEL_KEY, NUM_CLASSES, SCALAR_KEYS
 
-CHUNK = 256  # images per block of `iter_chunks` (about 50 MB at 256 px)
 READ_BYTES = 32 << 20  # `read_blocks` reads about this much at a time, rounded to whole HDF5 chunks
 READ_AHEAD = 2  # blocks read ahead of the one being used
 HASH_BYTES = 16 << 20  # block size of the hash reads (BLAKE3 for the cache key, SHA256 for the download)
@@ -101,20 +100,6 @@ def validate_h5(path: str | Path) -> Galaxy10File:
             raise UserError(path, f"label {labels[first]} at index {first} is outside 0-{NUM_CLASSES - 1}")
         synthetic = bool(f.attrs.get("synthetic", False))
         return Galaxy10File(path=path, n=int(n), side=int(images.shape[1]), synthetic=synthetic)
-
-
-def iter_chunks(source: Galaxy10File, chunk: int = CHUNK) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield (start, images (n, S, S, 3) uint8, labels (n,), redshift (n,)) without loading the whole file."""
-    with open_h5(source.path) as f:
-        images, labels, redshift = f[IMAGE_KEY], f[LABEL_KEY], f["redshift"]
-        for start in range(0, source.n, chunk):
-            stop = min(start + chunk, source.n)
-            try:
-                yield start, images[start:stop], labels[start:stop], redshift[start:stop]
-            except OSError as err:
-                raise UserError(
-                    source.path, f"cannot read images {start}-{stop} (truncated or corrupt?): {short_error(err)}"
-                ) from None
 
 
 def block_rows(chunks: tuple[int, ...] | None, image_bytes: int, target: int = READ_BYTES) -> int:

@@ -26,12 +26,6 @@ def test_validate_accepts_official_schema(g10):
     assert (info.n, info.side, info.synthetic) == (40, 64, False)
 
 
-def test_iter_chunks_streams_everything(g10):
-    info = S.validate_h5(g10)
-    seen = [(start, len(images)) for start, images, _, _ in S.iter_chunks(info, chunk=16)]
-    assert seen == [(0, 16), (16, 16), (32, 8)]
-
-
 @pytest.mark.parametrize(
     "override, message",
     [

@@ -38,7 +38,6 @@ def train_prior_run(
     resume: bool = True,
 ) -> registry.ModelRef:
     """Train a prior on the VQ-VAE's codes of a prepared folder, log it and register the sampler."""
-    registry.resolve_model_uri(vqvae_uri)
     data = load_prepared(data_dir)
     vqvae, _ = registry.load_vqvae(vqvae_uri)
     vc = vqvae.config

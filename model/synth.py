@@ -3,10 +3,17 @@
 Each image is a 67 arcsec DECaLS-like cut-out (256 px at 0.262 arcsec/px; other sizes keep the field and
 change the pixel scale): a galaxy of the requested class drawn in the g, r and z bands from Sersic,
 exponential and inclined-disk profiles, spiral arms and star-forming knots, tidal tails and dust lanes,
-faint background galaxies, convolved with a Moffat or Kolmogorov PSF, plus coloured foreground stars and
-correlated sky noise, combined into RGB with the Legacy Survey's asinh stretch (z -> red, r -> green,
-g -> blue). Fluxes are in nanomaggies. Everything an image needs comes from its own numpy Generator, so a
-file is the same whatever the number of worker processes.
+a few resolved background galaxies and a crowd of faint red and blue field sources, convolved with a Moffat
+or Kolmogorov PSF, plus coloured foreground stars and correlated sky noise (partly shared by the bands),
+combined into RGB with the Legacy Survey viewer's asinh stretch and offset (z -> red, r -> green, g -> blue;
+an empty sky renders at about 33 of 255) and JPEG-compressed as Galaxy10's cut-outs were. A small fraction
+of images (LABEL_NOISE) is drawn as a class that volunteers confuse with its label. Fluxes are in
+nanomaggies. Everything an image needs comes from its own numpy Generator, so a file is the same whatever
+the number of worker processes.
+
+Calibrated (SYNTH_VERSION 2) against real Galaxy10 DECaLS images with `galaxy data realism`: sky level and
+noise, the density of field sources, and per-class colour, size and axis ratio; colours follow published
+colour-morphology relations and overlap between classes as real ones do.
 
 Dimension letters: N images, S image side (pixels), K bands (3: g, r, z), C colour channels (3: R, G, B),
 P points (knots, stream particles).
@@ -14,6 +21,7 @@ P points (knots, stream particles).
 
 from __future__ import annotations
 
+import io
 import math
 import multiprocessing as mp
 import os
@@ -24,6 +32,7 @@ from pathlib import Path
 import galsim
 import h5py
 import numpy as np
+from PIL import Image
 
 from model.errors import UserError
 from model.galaxy10 import CLASS_FRACTIONS, IMAGE_KEY, LABEL_KEY, NUM_CLASSES
@@ -48,12 +57,35 @@ from model.synth_galaxies import (
 )
 
 #: Bump when the look of the images changes (stored in the file's attrs).
-SYNTH_VERSION = 1
+SYNTH_VERSION = 2
 GENERATOR = "galaxy-synth"
 RGB_SCALES = np.array([2.2, 3.4, 6.0])  # (C,) multipliers for z, r, g as R, G, B (Legacy Survey viewer)
 RGB_Q = 20.0
-RGB_M = 0.015
-SKY_SIGMA = np.array([0.0035, 0.0045, 0.011])  # (K,) sky noise per reference pixel, nanomaggies
+RGB_M = 0.03  # the viewer's offset: an empty sky renders at about 33 of 255, as in Galaxy10
+NOISE_SCALE = 0.56
+NOISE_COMMON = 0.5  # fraction of the sky-noise variance shared by the bands
+SKY_SIGMA = np.array([0.0035, 0.0045, 0.011]) * NOISE_SCALE  # (K,) sky noise per reference pixel, nanomaggies
+JPEG_QUALITY = (75, 95)  # each image is JPEG-compressed at a quality drawn from this range, as Galaxy10's were
+#: mag per class: disks have lower surface brightness than ellipticals of the same size; edge-on disks pile
+#: their light along a line, so they are dimmed more to keep their centres as bright as real ones.
+DISK_DIMMING = (0.0, 0.0, 0.0, 0.0, 0.3, 1.1, 1.1, 1.0, 1.2, 1.0)
+FAINT_SOURCES = (15.0, 45.0)
+#: Fraction of images whose label is wrong: drawn as a neighbouring class that volunteers confuse with it.
+#: An assumed rate (Galaxy10 keeps galaxies with a clear vote majority, so most labels are right), not a
+#: measurement; the file's `ans` keeps the exact Galaxy10 class proportions.
+LABEL_NOISE = 0.06
+CONFUSABLE: dict[int, tuple[int, ...]] = {
+    0: (1, 7),  # disturbed <-> merging, loose spiral
+    1: (0,),
+    2: (3,),  # round <-> in-between smooth
+    3: (2, 4),
+    4: (3, 9),  # cigar <-> in-between, edge-on with bulge
+    5: (6, 7),  # barred <-> unbarred spirals
+    6: (5, 7),
+    7: (6, 0),
+    8: (9, 4),  # edge-on without <-> with bulge, cigar
+    9: (8, 4),
+}  # mean count of faint field sources per 67-arcsec cut-out (drawn per image)
 C_OVER_H0_MPC = 4282.7  # c / H0 for H0 = 70 km/s/Mpc
 
 
@@ -116,7 +148,7 @@ def _add_stars(obs: np.ndarray, rng: np.random.Generator, stamp: np.ndarray, are
     _, n, _ = obs.shape
     s = stamp.shape[0]
     r = s // 2
-    count = rng.poisson(1.2)
+    count = rng.poisson(2.0)
     for _ in range(count):
         for _try in range(10):
             x, y = rng.uniform(0, n, 2)
@@ -161,11 +193,50 @@ def _background_galaxies(scene: Scene, rng: np.random.Generator) -> None:
             scene.intrinsic[:, ya:yb, xa:xb] += flux[:, None, None] * img[None, ya - y0 : yb - y0, xa - x0 : xb - x0]
 
 
+def _faint_sources(scene: Scene, rng: np.random.Generator) -> None:
+    """The crowd of faint, mostly unresolved field galaxies of a deep survey cut-out (r 19-24.5 mag).
+
+    Counts rise as 10^(0.35 m) (faint galaxy number counts); half-light radii 0.2-1 arcsec, smaller when
+    fainter; colours a mix of red passive (g-r 1.2-1.8: distant ellipticals), blue star-forming and
+    in-between galaxies, so the field is dotted with red and blue specks as DECaLS cut-outs are."""
+    n = rng.poisson(rng.uniform(*FAINT_SOURCES))
+    if n == 0:
+        return
+    half = scene.size * scene.scale / 2
+    xy = rng.uniform(-half, half, (n, 2)) - scene.centre  # (P, 2) relative to the galaxy centre
+    alpha, bright, faint = 0.35, 19.0, 24.5
+    lo = 10 ** (alpha * (bright - faint))
+    mag = faint + np.log10(lo + rng.uniform(0, 1, n) * (1 - lo)) / alpha  # (P,) power-law counts
+    kind = rng.choice(3, n, p=[0.35, 0.45, 0.2])  # red, blue, in-between
+    g_r = np.choose(kind, [rng.uniform(1.2, 1.8, n), rng.uniform(0.2, 0.6, n), rng.uniform(0.6, 1.2, n)])
+    r_z = np.choose(kind, [rng.uniform(0.8, 1.3, n), rng.uniform(0.1, 0.5, n), rng.uniform(0.4, 0.9, n)])
+    cols = np.stack([10 ** (-0.4 * g_r), np.ones(n), 10 ** (0.4 * r_z)], axis=1)  # (P, K)
+    hlr = np.exp(rng.normal(math.log(0.5), 0.35, n)) * 10 ** (-0.1 * (mag - bright))  # arcsec
+    for size_class in (hlr < 0.35, hlr >= 0.35):  # two widths keep the deposit vectorised
+        if size_class.any():
+            sel = np.flatnonzero(size_class)
+            flux = 10 ** ((22.5 - mag[sel]) / 2.5)
+            scene.add_points(xy[sel], flux, cols[sel], sigma=float(hlr[sel].mean()) / 1.18)
+
+
 def _correlated_noise(rng: np.random.Generator, shape: tuple[int, int, int], sigma: np.ndarray) -> np.ndarray:
-    """(K, S, S) sky noise with the short-range correlation of resampled coadds (2x2 running mean)."""
-    w = rng.standard_normal((shape[0], shape[1] + 1, shape[2] + 1), dtype=np.float32)
-    w = (w[:, :-1, :-1] + w[:, 1:, :-1] + w[:, :-1, 1:] + w[:, 1:, 1:]) / 2  # unit variance
-    return w * sigma.astype(np.float32)[:, None, None]
+    """(K, S, S) sky noise with the short-range correlation of resampled coadds (2x2 running mean).
+
+    A fraction NOISE_COMMON of the variance is shared by the bands (grey noise): Galaxy10's images went
+    through JPEG cut-outs, whose chroma subsampling leaves the sky noise mostly grey (inter-channel
+    correlation about 0.8 in the real images)."""
+    k, h, w_ = shape
+    w = rng.standard_normal((k + 1, h + 1, w_ + 1), dtype=np.float32)
+    w = (w[:, :-1, :-1] + w[:, 1:, :-1] + w[:, :-1, 1:] + w[:, 1:, 1:]) / 2  # (K + 1, S, S) unit variance
+    a, b = math.sqrt(1 - NOISE_COMMON), math.sqrt(NOISE_COMMON)
+    return (a * w[:k] + b * w[k:]) * sigma.astype(np.float32)[:, None, None]
+
+
+def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    """(S, S, C) uint8 through a JPEG encode/decode at `quality` (Pillow, 4:2:0 chroma subsampling)."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=int(quality))
+    return np.asarray(Image.open(buf).convert("RGB"))
 
 
 def asinh_rgb(bands: np.ndarray) -> np.ndarray:
@@ -190,12 +261,12 @@ def _apparent_size(label: int, rng: np.random.Generator) -> float:
         0: (7, 18),
         1: (6, 15),
         2: (5, 18),
-        3: (6, 18),
-        4: (7, 20),
-        5: (10, 28),
-        6: (12, 28),
-        7: (10, 28),
-        8: (12, 30),
+        3: (5, 15),
+        4: (6, 16),
+        5: (14, 36),
+        6: (13, 32),
+        7: (12, 32),
+        8: (16, 36),
         9: (12, 30),
     }[label]
     return math.exp(rng.uniform(math.log(lo), math.log(hi))) * PX
@@ -209,16 +280,16 @@ def render_with_redshift(label: int, rng: np.random.Generator, size: int = 256) 
     scene = Scene(size, scale, rng.normal(0, 1.0, 2) * PX, np.zeros((3, size, size), dtype=np.float32))
     hlr = _apparent_size(label, rng)
     # brighter for bigger galaxies: roughly constant surface brightness, r ~ 14-17.7 mag
-    mag = 17.8 - 4.0 * math.log10(hlr / (5 * PX)) + rng.normal(0, 0.3)
+    mag = 17.8 - 4.0 * math.log10(hlr / (5 * PX)) + rng.normal(0, 0.3) + DISK_DIMMING[label]
     flux = 10 ** ((22.5 - min(max(mag, 13.5), 18.0)) / 2.5)
     if label == 0:
         draw_disturbed(scene, rng, flux, hlr)
     elif label == 1:
         draw_merging(scene, rng, flux, hlr)
     elif label == 2:
-        draw_smooth(scene, rng, flux, hlr, (0.8, 1.0))
+        draw_smooth(scene, rng, flux, hlr, (0.72, 1.0))
     elif label == 3:
-        draw_smooth(scene, rng, flux, hlr, (0.45, 0.72))
+        draw_smooth(scene, rng, flux, hlr, (0.4, 0.8))
     elif label == 4:
         draw_cigar(scene, rng, flux, hlr)
     elif label in (5, 6, 7):
@@ -226,6 +297,7 @@ def render_with_redshift(label: int, rng: np.random.Generator, size: int = 256) 
     else:
         draw_edge_on(scene, rng, flux, hlr, bulge=label == 9)
     _background_galaxies(scene, rng)
+    _faint_sources(scene, rng)
     psf = _psf(rng)
     stamp = _psf_stamp(psf, scale)
     obs = _convolve(scene.intrinsic, stamp) / scene.area  # (K, S, S) per reference pixel
@@ -236,7 +308,7 @@ def render_with_redshift(label: int, rng: np.random.Generator, size: int = 256) 
     r_kpc = rng.lognormal(math.log(4.0), 0.3) * (1.5 if label in (5, 6, 7, 8, 9) else 1.0)
     x = r_kpc / 1000 / (hlr / 206265) / C_OVER_H0_MPC
     redshift = float(np.clip(x / max(1 - x, 1e-3), 0.01, 0.3))
-    return asinh_rgb(obs), redshift
+    return jpeg(asinh_rgb(obs), rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1)), redshift
 
 
 def render_galaxy(label: int, rng: np.random.Generator, size: int = 256) -> np.ndarray:
@@ -276,13 +348,21 @@ def _start_method() -> str:
     return "spawn"
 
 
+def drawn_class(label: int, rng: np.random.Generator) -> int:
+    """The class actually drawn for an image labelled `label`: itself, or with probability LABEL_NOISE a class
+    volunteers confuse it with (Galaxy10's labels come from vote fractions and are not all right)."""
+    if rng.random() < LABEL_NOISE:
+        return int(rng.choice(CONFUSABLE[label]))
+    return label
+
+
 def _render_index(job: tuple[int, int, int, int]) -> tuple[np.ndarray, float, float, float]:
     """Render image `index` of a file: (image (S, S, C), ra, dec, redshift)."""
     seed, index, label, size = job
     rng = image_rng(seed, index)
     ra = rng.uniform(0.0, 360.0)
     dec = math.degrees(math.asin(rng.uniform(math.sin(math.radians(-20)), math.sin(math.radians(35)))))
-    image, z = render_with_redshift(label, rng, size)
+    image, z = render_with_redshift(drawn_class(label, rng), rng, size)
     return image, ra, dec, z
 
 

@@ -19,6 +19,8 @@ import numpy as np
 PIXEL_SCALE = 0.262
 REFERENCE_SIZE = 256
 
+RED_DISK_FRACTION = 0.15  # spirals whose arms are no bluer than their disk (passive / red spirals)
+BLUE_SMOOTH_FRACTION = 0.1  # smooth galaxies with disk-like colours (blue ellipticals)
 PX = PIXEL_SCALE  # one reference (256-px) pixel in arcsec: sizes below are written as n * PX
 GSP = galsim.GSParams(maximum_fft_size=4096, folding_threshold=1e-2)
 
@@ -31,19 +33,24 @@ def sed(g_r: float, r_z: float) -> np.ndarray:
     return np.array([10 ** (-0.4 * g_r), 1.0, 10 ** (0.4 * r_z)])
 
 
+# Observed-frame colours at Galaxy10's redshifts (z ~ 0.02-0.15): the red sequence sits at g-r ~ 0.75-0.95,
+# star-forming disks at 0.45-0.75 and young star-forming regions bluer still (SDSS / Legacy Survey colour-
+# morphology relations: Strateva et al. 2001, Blanton & Moustakas 2009). The ranges overlap, as real ones do.
+
+
 def red_colour(rng: np.random.Generator) -> np.ndarray:
     """An old, yellow-red population (bulges, ellipticals)."""
-    return sed(rng.uniform(0.9, 1.05), rng.uniform(0.5, 0.65))
+    return sed(rng.uniform(0.75, 0.95), rng.uniform(0.4, 0.56))
 
 
 def disk_colour(rng: np.random.Generator) -> np.ndarray:
     """A mixed-age disk population (yellow-white)."""
-    return sed(rng.uniform(0.62, 0.78), rng.uniform(0.35, 0.45))
+    return sed(rng.uniform(0.55, 0.78), rng.uniform(0.3, 0.46))
 
 
 def _blue(rng: np.random.Generator) -> np.ndarray:
-    """A young star-forming population (blue arms and knots)."""
-    return sed(rng.uniform(0.3, 0.5), rng.uniform(0.15, 0.3))
+    """A young star-forming population (bluish-white arms and knots)."""
+    return sed(rng.uniform(0.38, 0.58), rng.uniform(0.16, 0.32))
 
 
 # ---------------------------------------------------------------- the scene
@@ -165,7 +172,8 @@ def _spiral_arms(
     psi = n_arms * (th - theta0 - cot * logr)
     pattern = ((1 + np.cos(psi)) / 2) ** sharpness
     envelope = np.exp(-r / scale_length) * (1 - np.exp(-((r / r_start) ** 3)))
-    scene.add_map(envelope * pattern, _blue(rng) * rng.uniform(0.85, 1.15, 3), flux)
+    arm_colour = _blue(rng) if rng.random() > RED_DISK_FRACTION else disk_colour(rng)  # some spirals are red
+    scene.add_map(envelope * pattern, arm_colour * rng.uniform(0.9, 1.1, 3), flux)
     # knots on the ridges: radius ~ r exp(-r/h) beyond r_start, azimuth following the spiral
     rad = r_start * 0.9 + rng.gamma(2.0, scale_length * 0.8, n_knots)
     arm = rng.integers(0, n_arms, n_knots)
@@ -173,7 +181,7 @@ def _spiral_arms(
     uv = np.stack([rad * np.cos(phi), rad * np.sin(phi)], axis=1)  # (P, 2)
     xy = uv @ m.T + np.asarray(at)
     w = rng.lognormal(0.0, 0.8, n_knots)
-    cols = np.stack([sed(g, z) for g, z in zip(rng.uniform(0.15, 0.45, n_knots), rng.uniform(0.05, 0.25, n_knots))])
+    cols = np.stack([sed(g, z) for g, z in zip(rng.uniform(0.3, 0.55, n_knots), rng.uniform(0.1, 0.3, n_knots))])
     scene.add_points(xy, knot_flux * w / w.sum(), cols, sigma=rng.uniform(0.4, 1.0) * PX)
 
 
@@ -199,7 +207,7 @@ def _smooth_body(scene: Scene, rng: np.random.Generator, hlr: float, q: float, p
     """An elliptical: Sersic core (n 2-4), sometimes with a faint extended envelope."""
     n = rng.choice([2.0, 2.5, 3.0, 3.5, 4.0])
     m = projection(q, pa)
-    colour = red_colour(rng)
+    colour = red_colour(rng) if rng.random() > BLUE_SMOOTH_FRACTION else disk_colour(rng)
     f_env = rng.uniform(0.0, 0.3) if rng.random() < 0.5 else 0.0
     scene.add_profile(transform(sersic(n, hlr), m), colour, flux * (1 - f_env), at)
     if f_env > 0:
@@ -249,10 +257,10 @@ def draw_smooth(scene: Scene, rng: np.random.Generator, flux: float, hlr: float,
 
 def draw_cigar(scene: Scene, rng: np.random.Generator, flux: float, hlr: float) -> float:
     """Class 4: a very elongated smooth spindle (thicker and smoother than an edge-on disk, no lane)."""
-    q = rng.uniform(0.2, 0.36)
+    q = rng.uniform(0.18, 0.45)
     pa = rng.uniform(0, math.pi)
     m = projection(q, pa)
-    colour = red_colour(rng)
+    colour = red_colour(rng) if rng.random() > BLUE_SMOOTH_FRACTION else disk_colour(rng)
     scene.add_profile(transform(sersic(rng.uniform(1.0, 2.5), hlr), m), colour, flux * 0.85)
     scene.add_profile(transform(sersic(3.0, hlr * 0.25), projection(min(1, q * 2), pa)), colour, flux * 0.15)
     return hlr
@@ -260,23 +268,23 @@ def draw_cigar(scene: Scene, rng: np.random.Generator, flux: float, hlr: float) 
 
 def draw_spiral(scene: Scene, rng: np.random.Generator, flux: float, hlr: float, kind: str) -> float:
     """Classes 5-7: bulge + exponential disk + log-spiral arms (with a bar for 'barred')."""
-    q = rng.uniform(0.5, 1.0)
+    q = rng.uniform(0.35, 1.0) if rng.random() < 0.5 else rng.uniform(0.7, 1.0)  # face-on to inclined
     pa = rng.uniform(0, math.pi)
     m = projection(q, pa)
     h = hlr / 1.678  # exponential scale length
     theta0 = rng.uniform(0, 2 * math.pi)
     if kind == "tight":
-        bt, pitch, n_arms = rng.uniform(0.15, 0.4), rng.uniform(9, 15), int(rng.choice([2, 2, 3]))
+        bt, pitch, n_arms = rng.uniform(0.2, 0.5), rng.uniform(9, 16), int(rng.choice([2, 2, 3, 4]))
         r_start = h * rng.uniform(0.35, 0.6)
-        arm_frac, sharp, n_knots = rng.uniform(0.45, 0.6), rng.uniform(4, 8), int(rng.integers(30, 80))
+        arm_frac, sharp, n_knots = rng.uniform(0.25, 0.45), rng.uniform(2, 5), int(rng.integers(15, 50))
     elif kind == "loose":
-        bt, pitch, n_arms = rng.uniform(0.03, 0.15), rng.uniform(24, 38), int(rng.choice([2, 2, 3]))
+        bt, pitch, n_arms = rng.uniform(0.05, 0.3), rng.uniform(22, 38), int(rng.choice([2, 2, 3]))
         r_start = h * rng.uniform(0.3, 0.6)
-        arm_frac, sharp, n_knots = rng.uniform(0.45, 0.6), rng.uniform(2, 4), int(rng.integers(40, 120))
+        arm_frac, sharp, n_knots = rng.uniform(0.3, 0.55), rng.uniform(1.5, 3.5), int(rng.integers(20, 70))
     else:  # barred
-        bt, pitch, n_arms = rng.uniform(0.05, 0.2), rng.uniform(14, 26), 2
-        r_start = h * rng.uniform(1.2, 1.9)  # bar semi-length: arms start at the bar ends
-        arm_frac, sharp, n_knots = rng.uniform(0.35, 0.5), rng.uniform(3, 6), int(rng.integers(30, 80))
+        bt, pitch, n_arms = rng.uniform(0.1, 0.35), rng.uniform(12, 26), 2
+        r_start = h * rng.uniform(1.0, 1.8)  # bar semi-length: arms (or a ring) start at the bar ends
+        arm_frac, sharp, n_knots = rng.uniform(0.25, 0.45), rng.uniform(2, 5), int(rng.integers(15, 50))
     bulge = transform(sersic(rng.uniform(1.5, 4), hlr * rng.uniform(0.1, 0.22)), projection(max(q, 0.8), pa))
     scene.add_profile(bulge, red_colour(rng), flux * bt)
     rest = flux * (1 - bt)
@@ -286,7 +294,7 @@ def draw_spiral(scene: Scene, rng: np.random.Generator, flux: float, hlr: float,
         m_bar = m @ projection(rng.uniform(0.2, 0.3), theta0)  # a thin bar along theta0 in the disk plane
         scene.add_profile(transform(bar, m_bar), sed(rng.uniform(0.75, 0.9), rng.uniform(0.4, 0.5)), rest * f_bar)
         rest *= 1 - f_bar
-    knot_frac = rng.uniform(0.06, 0.14)
+    knot_frac = rng.uniform(0.02, 0.07)
     f_disk = rest * (1 - arm_frac - knot_frac)
     if kind == "barred":  # the bar sweeps out the inner disk: a disk with a shallow hole inside the bar radius
         r, _ = _disk_coords(scene, m)
@@ -313,15 +321,15 @@ def draw_spiral(scene: Scene, rng: np.random.Generator, flux: float, hlr: float,
 def draw_edge_on(scene: Scene, rng: np.random.Generator, flux: float, hlr: float, bulge: bool) -> float:
     """Classes 8-9: a thin inclined exponential disk, optionally with a bulge and a dust lane."""
     pa = rng.uniform(0, math.pi)
-    incl = rng.uniform(86, 90)
+    incl = rng.uniform(82, 90)
     h = hlr / 1.678
-    hz = h * (rng.uniform(0.06, 0.11) if not bulge else rng.uniform(0.08, 0.14))
+    hz = h * (rng.uniform(0.12, 0.26) if not bulge else rng.uniform(0.1, 0.22))
     disk = galsim.InclinedExponential(incl * galsim.degrees, scale_radius=h, scale_height=hz, gsparams=GSP)
     # a sub-pixel Gaussian keeps the thin disk's FFT small; the PSF comes later
     smooth = galsim.Gaussian(sigma=0.4 * scene.scale, gsparams=GSP)
     disk = galsim.Convolve(disk.rotate(pa * galsim.radians), smooth)
     bt = rng.uniform(0.25, 0.55) if bulge else 0.0
-    colour = disk_colour(rng) if bulge else sed(rng.uniform(0.35, 0.6), rng.uniform(0.2, 0.35))
+    colour = disk_colour(rng) * sed(0.12, 0.08)  # seen through its own dust: redder than face-on
     scene.add_profile(disk, colour, flux * (1 - bt))
     if bulge:
         b_hlr = hlr * rng.uniform(0.18, 0.35)
@@ -348,7 +356,8 @@ def draw_merging(scene: Scene, rng: np.random.Generator, flux: float, hlr: float
     sep = min(sep, 70 * PX)  # the pair stays well inside the frame
     ang = rng.uniform(0, 2 * math.pi)
     e = np.array([math.cos(ang), math.sin(ang)])
-    p1, p2 = -e * sep * ratio / (1 + ratio), e * sep / (1 + ratio)
+    p1 = -e * sep * ratio / (1 + ratio) * rng.uniform(0.0, 0.5)  # the cut-out is centred near the primary
+    p2 = p1 + e * sep
     f1, f2 = flux / (1 + ratio), flux * ratio / (1 + ratio)
     f_tidal = rng.uniform(0.2, 0.35)
     for p, f, r in ((p1, f1, hlr), (p2, f2, hlr2)):

@@ -87,6 +87,10 @@ def data_realism(
     seed: int = typer.Option(0, "--seed", help="Seed of the subsampling and cross-validation folds."),
 ) -> None:
     """Compare a synthetic file with real images: per-image statistics and a classifier two-sample AUC."""
+    from model.source import validate_h5
+
+    for path in (real, synthetic):  # a bad file fails before the report's heavier imports
+        validate_h5(path, require_labels=False)
     from tasks.realism import realism_report
 
     result = realism_report(real, synthetic, out, size=size, limit=limit, seed=seed)

@@ -146,16 +146,16 @@ def test_univariate_auc_counts_pairs_and_half_ties():
 
 @pytest.fixture(scope="module")
 def populations(tmp_path_factory) -> dict[str, Path]:
-    """Galaxy files: two drawn alike (sky 20), one with a brighter sky (40), a small one, one without labels."""
+    """Galaxy files: two drawn alike (sky 20), one with a brighter sky (40), a small one, 12 without labels."""
     root = tmp_path_factory.mktemp("populations")
-    unlabelled = population(30, 5, 20.0)
+    unlabelled = population(12, 5, 20.0)
     return {
         "a": galaxy10_file(root / "a.h5", population(60, 1, 20.0)),
         "b": galaxy10_file(root / "b.h5", population(60, 2, 20.0)),
         "bright": galaxy10_file(root / "bright.h5", population(60, 3, 40.0)),
         "small": galaxy10_file(root / "small.h5", population(20, 4, 20.0)),
         "unlabelled": make_galaxy10(
-            root / "unlabelled.h5", n=30, side=SIDE, images=unlabelled, ans=None, pxscale=np.full(30, PXSCALE)
+            root / "unlabelled.h5", n=12, side=SIDE, images=unlabelled, ans=None, pxscale=np.full(12, PXSCALE)
         ),
     }
 
@@ -220,7 +220,7 @@ def test_command_writes_the_report_and_ends_with_the_auc_line(populations, tmp_p
     expected = {"realism.json", "realism_by_statistic.csv", "realism_by_class.csv", "realism_images.csv"}
     assert {p.name for p in out.iterdir()} == expected | {"realism_images.png", "realism_statistics.png"}
     assert not list(tmp_path.glob(".report*"))  # no temporary folder left beside it
-    assert not (tmp_path / "mlflow").exists()  # no tracking URI set: no MLflow store made
+    assert not Path("mlflow").exists()  # no tracking URI set: no MLflow store made in the working folder
 
 
 def test_real_file_without_labels_skips_the_per_class_part_with_a_note(populations, tmp_path):
@@ -232,7 +232,8 @@ def test_real_file_without_labels_skips_the_per_class_part_with_a_note(populatio
     assert result.exit_code == 0, result.output
     notes = [line for line in result.stdout.splitlines() if line.startswith("note: ")]
     assert len(notes) == 1 and "no labels" in notes[0] and "unlabelled.h5" in notes[0]
-    assert LAST_LINE.match(result.stdout.strip().splitlines()[-1])
+    match = LAST_LINE.match(result.stdout.strip().splitlines()[-1])
+    assert match and match.group(3, 4) == ("12", "60")  # images measured, not the 12 vs 48 the classifier saw
     report = json.loads((out / "realism.json").read_text())
     assert report["per_class"] is None and "no labels" in report["note"]
     assert not (out / "realism_by_class.csv").exists()
@@ -268,13 +269,13 @@ def test_the_installed_command_prints_a_missing_file_as_one_line(tmp_path):
 def test_report_is_an_mlflow_run_in_galaxy_data(populations, mlflow_store, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from tasks.realism import EXPERIMENT, realism_report
+    from tasks.realism import realism_report
 
     uri = f"sqlite:///{mlflow_store / 'mlflow' / 'mlflow.db'}"
     use_store(uri, monkeypatch)
     result = realism_report(populations["a"], populations["bright"], mlflow_store / "report", size=SIDE)
     client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("galaxy-data").experiment_id])
     assert [r.info.run_id for r in runs] == [result.run_id]
     run = runs[0]
     assert run.info.run_name == "realism-synthetic" and run.data.tags["stage"] == "realism"

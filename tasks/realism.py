@@ -69,12 +69,13 @@ def realism_report(
     seed: int = 0,
 ) -> RealismResult:
     """Measure both files, compare them, write the report into ``out``, log it when a tracking URI is set."""
-    for path in (real, synthetic):  # both files checked before either is measured: a bad one fails at once
-        validate_h5(path, require_labels=False)
+    # both files checked before either is measured: a bad one fails at once
+    sources = [validate_h5(path, require_labels=False) for path in (real, synthetic)]
     measured = []
-    for path, role in ((real, "real"), (synthetic, "synthetic")):
-        with bar(total=None, desc=f"measuring {role} {Path(path).name}", unit="img") as pbar:
-            measured.append(measure_file(path, size=size, limit=limit, progress=pbar.update))
+    for src, role in zip(sources, ("real", "synthetic")):
+        total = src.n if limit is None else min(src.n, limit)
+        with bar(total=total, desc=f"measuring {role} {src.path.name}", unit="img") as pbar:
+            measured.append(measure_file(src.path, size=size, limit=limit, progress=pbar.update))
     real_m, synthetic_m = measured
     report = compare(real_m, synthetic_m, seed=seed)
     report.settings.update(size=size, limit=limit, real=str(real_m.path), synthetic=str(synthetic_m.path))

@@ -1,4 +1,4 @@
-"""`galaxy data ...`: synthesize, prepare, inspect and download Galaxy10-format data."""
+"""`galaxy data ...`: synthesize, prepare, inspect, download and compare Galaxy10-format data."""
 
 from __future__ import annotations
 
@@ -74,3 +74,28 @@ def data_download(
 
         S.download(url or FILE_URL, dest, progress=progress)
     typer.echo(f"wrote {dest} (checksum verified)")
+
+
+@app.command("realism")
+@user_errors
+def data_realism(
+    real: Path = typer.Option(..., "--real", help="Real Galaxy10-format .h5 file (labels optional)."),
+    synthetic: Path = typer.Option(..., "--synthetic", help="Synthetic Galaxy10-format .h5 file."),
+    out: Path = typer.Option(Path("realism"), "--out", help="Folder for realism.json, the CSV tables and figures."),
+    limit: int = typer.Option(2000, "--limit", min=10, help="Images measured per file (the first N)."),
+    size: int = typer.Option(128, "--size", min=16, max=1024, help="Common side both files are resized to."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the subsampling and cross-validation folds."),
+) -> None:
+    """Compare a synthetic file with real images: per-image statistics and a classifier two-sample AUC."""
+    from model.source import validate_h5
+
+    for path in (real, synthetic):  # a bad file fails before the report's heavier imports
+        validate_h5(path, require_labels=False)
+    from tasks.realism import realism_report
+
+    result = realism_report(real, synthetic, out, size=size, limit=limit, seed=seed)
+    typer.echo(result.table)
+    if result.note:
+        typer.echo(f"note: {result.note}")
+    typer.echo(f"wrote {result.out}" + (f" (MLflow run {result.run_id} in galaxy-data)" if result.run_id else ""))
+    typer.echo(result.last_line)

@@ -39,12 +39,13 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True)
 class Galaxy10File:
-    """A validated Galaxy10-format HDF5 file: its path, image count and image side."""
+    """A validated Galaxy10-format HDF5 file: its path, image count and image side, and whether it has labels."""
 
     path: Path
     n: int
     side: int
     synthetic: bool
+    labelled: bool = True
 
 
 def open_h5(path: Path):
@@ -65,11 +66,16 @@ def short_error(err: BaseException) -> str:
     return str(err).splitlines()[0][:160] if str(err) else type(err).__name__
 
 
-def validate_h5(path: str | Path) -> Galaxy10File:
-    """Check keys, shapes, dtypes and label range of a Galaxy10-format file; raise UserError if wrong."""
+def validate_h5(path: str | Path, *, require_labels: bool = True) -> Galaxy10File:
+    """Check keys, shapes, dtypes and label range of a Galaxy10-format file; raise UserError if wrong.
+
+    With ``require_labels=False`` a file without 'ans' passes (``labelled`` False); one with 'ans' is checked.
+    """
     path = Path(path)
     with open_h5(path) as f:
-        missing = [k for k in (IMAGE_KEY, LABEL_KEY, *SCALAR_KEYS) if k not in f]
+        labelled = LABEL_KEY in f or require_labels
+        label_keys = (LABEL_KEY,) if labelled else ()
+        missing = [k for k in (IMAGE_KEY, *label_keys, *SCALAR_KEYS) if k not in f]
         if missing:
             raise UserError(
                 path, f"missing key(s) {', '.join(missing)} (expected images, ans, ra, dec, redshift, pxscale)"
@@ -82,24 +88,30 @@ def validate_h5(path: str | Path) -> Galaxy10File:
         n = images.shape[0]
         if n == 0:
             raise UserError(path, "'images' is empty")
-        for key in (LABEL_KEY, *SCALAR_KEYS):
+        for key in (*label_keys, *SCALAR_KEYS):
             ds = f[key]
             if ds.shape != (n,):
                 raise UserError(path, f"'{key}' has shape {ds.shape}, expected ({n},) to match 'images'")
             if ds.dtype.kind not in "iuf":
                 raise UserError(path, f"'{key}' has dtype {ds.dtype}, expected a number")
-        try:
-            labels = f[LABEL_KEY][:]
-        except OSError as err:
-            raise UserError(path, f"cannot read 'ans' (truncated or corrupt?): {short_error(err)}") from None
-        if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
-            raise UserError(path, "'ans' holds non-integer labels")
-        bad = (labels < 0) | (labels >= NUM_CLASSES)
-        if bad.any():
-            first = int(np.flatnonzero(bad)[0])
-            raise UserError(path, f"label {labels[first]} at index {first} is outside 0-{NUM_CLASSES - 1}")
+        if labelled:
+            _check_labels(path, f)
         synthetic = bool(f.attrs.get("synthetic", False))
-        return Galaxy10File(path=path, n=int(n), side=int(images.shape[1]), synthetic=synthetic)
+        return Galaxy10File(path=path, n=int(n), side=int(images.shape[1]), synthetic=synthetic, labelled=labelled)
+
+
+def _check_labels(path: Path, f) -> None:
+    """Every 'ans' value is a whole number in 0 to NUM_CLASSES - 1."""
+    try:
+        labels = f[LABEL_KEY][:]
+    except OSError as err:
+        raise UserError(path, f"cannot read 'ans' (truncated or corrupt?): {short_error(err)}") from None
+    if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
+        raise UserError(path, "'ans' holds non-integer labels")
+    bad = (labels < 0) | (labels >= NUM_CLASSES)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise UserError(path, f"label {labels[first]} at index {first} is outside 0-{NUM_CLASSES - 1}")
 
 
 def block_rows(chunks: tuple[int, ...] | None, image_bytes: int, target: int = READ_BYTES) -> int:

@@ -57,7 +57,7 @@ def test_mlflow_folder_is_not_a_package():
 # ---------------------------------------------------------------------------------------------- shape of the house
 
 PACKAGES = ("model", "tasks", "flows", "cli")
-STAGES = ("vqvae", "prior", "samples", "atlas", "judge", "evaluate", "sweep", "data")
+STAGES = ("vqvae", "prior", "samples", "atlas", "judge", "evaluate", "sweep", "data", "realism")
 
 
 def module_name(path: Path) -> str:

@@ -3,8 +3,8 @@
 Figures are built with ``Figure`` directly (no pyplot, no global backend state; PNG output uses Agg). Data
 in, figure out: no computation beyond what the picture needs, and the only file I/O is ``save_figure``.
 To add a figure, add a function to the module of its topic: ``grids`` (image grids, tables), ``atlas``
-(A1-A5), ``evaluation`` (judge and sampler evaluation), ``sweep`` (A6). Every figure has a title, axis
-labels and class names where it shows classes.
+(A1-A5), ``evaluation`` (judge and sampler evaluation), ``sweep`` (A6), ``realism`` (real vs synthetic).
+Every figure has a title, axis labels and class names where it shows classes.
 """
 
 from __future__ import annotations

@@ -62,10 +62,16 @@ GENERATOR = "galaxy-synth"
 RGB_SCALES = np.array([2.2, 3.4, 6.0])  # (C,) multipliers for z, r, g as R, G, B (Legacy Survey viewer)
 RGB_Q = 20.0
 RGB_M = 0.03  # the viewer's offset: an empty sky renders at about 33 of 255, as in Galaxy10
-NOISE_SCALE = 0.56
+NOISE_SCALE = 0.6
 NOISE_COMMON = 0.5  # fraction of the sky-noise variance shared by the bands
-SKY_SIGMA = np.array([0.0035, 0.0045, 0.011]) * NOISE_SCALE  # (K,) sky noise per reference pixel, nanomaggies
-JPEG_QUALITY = (75, 95)  # each image is JPEG-compressed at a quality drawn from this range, as Galaxy10's were
+SKY_SIGMA = np.array([0.00276, 0.0047, 0.01]) * NOISE_SCALE  # (K,) sky noise per reference pixel, nanomaggies
+JPEG_QUALITY = (75, 95)
+#: Per-image residual sky per R, G, B (mean, sd) in rendered levels, on top of RGB_M's 33.
+SKY_RESIDUAL_ADU = (np.array([0.3, -0.7, -0.7]), np.array([1.3, 0.4, 0.4]))
+#: d(level) / d(stretch input) at the sky: 255 asinh(Q m) / (sqrt(Q) m) for m = RGB_M.
+ADU_PER_UNIT = 255 * math.asinh(RGB_Q * RGB_M) / (math.sqrt(RGB_Q) * RGB_M)
+MEAN_EBV = 0.03  # mag: mean Galactic E(B-V) at the survey's high latitudes (exponentially distributed)
+EXTINCTION = np.array([3.21, 2.17, 1.21])  # (K,) A_band / E(B-V) for DECam g, r, z (Schlafly & Finkbeiner 2011)  # each image is JPEG-compressed at a quality drawn from this range, as Galaxy10's were
 #: mag per class: disks have lower surface brightness than ellipticals of the same size; edge-on disks pile
 #: their light along a line, so they are dimmed more to keep their centres as bright as real ones.
 DISK_DIMMING = (0.0, 0.0, 0.0, 0.0, 0.3, 1.1, 1.1, 1.0, 1.2, 1.0)
@@ -232,6 +238,16 @@ def _correlated_noise(rng: np.random.Generator, shape: tuple[int, int, int], sig
     return (a * w[:k] + b * w[k:]) * sigma.astype(np.float32)[:, None, None]
 
 
+def _sky_residual(rng: np.random.Generator) -> np.ndarray:
+    """(K,) per-image sky left after background subtraction, in nanomaggies per reference pixel.
+
+    Drawn in rendered levels (ADU of 255) per R, G, B channel, as measured on real Galaxy10 skies (R about
+    33-35, G and B about 32-33), and converted back to the g, r, z bands through the stretch's slope."""
+    adu = rng.normal(SKY_RESIDUAL_ADU[0], SKY_RESIDUAL_ADU[1])  # (C,) R, G, B
+    per_adu = ADU_PER_UNIT**-1  # rendered level -> stretch input near the sky
+    return (adu * per_adu / RGB_SCALES)[::-1].astype(np.float32)  # (K,) g, r, z
+
+
 def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     """(S, S, C) uint8 through a JPEG encode/decode at `quality` (Pillow, 4:2:0 chroma subsampling)."""
     buf = io.BytesIO()
@@ -302,8 +318,12 @@ def render_with_redshift(label: int, rng: np.random.Generator, size: int = 256) 
     stamp = _psf_stamp(psf, scale)
     obs = _convolve(scene.intrinsic, stamp) / scene.area  # (K, S, S) per reference pixel
     _add_stars(obs, rng, stamp, scene.area, avoid=size * 0.12)
-    sky = SKY_SIGMA * rng.uniform(0.8, 1.3) * (PX / scale)  # coarser pixels average the noise down
+    ebv = rng.exponential(MEAN_EBV)  # Galactic dust along this line of sight dims and reddens everything
+    obs *= (10 ** (-0.4 * ebv * EXTINCTION)).astype(np.float32)[:, None, None]
+    depth = rng.uniform(0.8, 1.3) * rng.lognormal(0.0, 0.07, 3)  # (K,) the bands' depths vary independently
+    sky = SKY_SIGMA * depth * (PX / scale)  # coarser pixels average the noise down
     obs += _correlated_noise(rng, obs.shape, sky)
+    obs += _sky_residual(rng)[:, None, None]
     # physical half-light radius ~ 3-6 kpc; D_A = R / theta, with D_A ~ (c/H0) z / (1 + z)
     r_kpc = rng.lognormal(math.log(4.0), 0.3) * (1.5 if label in (5, 6, 7, 8, 9) else 1.0)
     x = r_kpc / 1000 / (hlr / 206265) / C_OVER_H0_MPC

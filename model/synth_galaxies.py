@@ -40,17 +40,17 @@ def sed(g_r: float, r_z: float) -> np.ndarray:
 
 def red_colour(rng: np.random.Generator) -> np.ndarray:
     """An old, yellow-red population (bulges, ellipticals)."""
-    return sed(rng.uniform(0.75, 0.95), rng.uniform(0.4, 0.56))
+    return sed(rng.uniform(0.72, 1.05), rng.uniform(0.38, 0.62))
 
 
 def disk_colour(rng: np.random.Generator) -> np.ndarray:
     """A mixed-age disk population (yellow-white)."""
-    return sed(rng.uniform(0.55, 0.78), rng.uniform(0.3, 0.46))
+    return sed(rng.uniform(0.45, 0.8), rng.uniform(0.25, 0.48))
 
 
 def _blue(rng: np.random.Generator) -> np.ndarray:
     """A young star-forming population (bluish-white arms and knots)."""
-    return sed(rng.uniform(0.38, 0.58), rng.uniform(0.16, 0.32))
+    return sed(rng.uniform(0.22, 0.55), rng.uniform(0.06, 0.3))
 
 
 # ---------------------------------------------------------------- the scene
@@ -205,7 +205,7 @@ def _stream(
 
 def _smooth_body(scene: Scene, rng: np.random.Generator, hlr: float, q: float, pa: float, flux: float, at=(0, 0)):
     """An elliptical: Sersic core (n 2-4), sometimes with a faint extended envelope."""
-    n = rng.choice([2.0, 2.5, 3.0, 3.5, 4.0])
+    n = rng.choice([1.5, 2.0, 2.5, 3.0, 3.5, 4.0])
     m = projection(q, pa)
     colour = red_colour(rng) if rng.random() > BLUE_SMOOTH_FRACTION else disk_colour(rng)
     f_env = rng.uniform(0.0, 0.3) if rng.random() < 0.5 else 0.0

@@ -147,6 +147,13 @@ def test_classification_report_of_a_known_confusion():
         metrics.classification_report(y_true, y_pred + 2, 4)
 
 
+def test_balanced_accuracy_averages_recall_over_the_classes_present():
+    r = metrics.classification_report(np.array([0, 0, 0, 1, 1, 2]), np.array([0, 0, 1, 1, 2, 2]), 4)
+    assert metrics.balanced_accuracy(r) == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)  # class 3 has no image
+    empty = np.array([], dtype=np.int64)
+    assert np.isnan(metrics.balanced_accuracy(metrics.classification_report(empty, empty, 4)))
+
+
 def test_conditional_accuracy():
     probs = np.eye(3)[[0, 1, 1, 2]]  # predictions 0, 1, 1, 2
     per_class, overall = metrics.conditional_accuracy(probs, np.array([0, 1, 2, 2]), 4)

@@ -78,13 +78,17 @@ def train_judge_cmd(
     epochs: Optional[int] = EPOCHS,
     settings: Optional[list[str]] = SETTINGS,
     limit: Optional[int] = typer.Option(None, "--limit", min=16, help="Use only the first N training images."),
+    real: Optional[Path] = typer.Option(
+        None, "--real", help="A labelled Galaxy10-format .h5 of real images to score the trained judge on."
+    ),
     fresh: bool = FRESH,
 ) -> None:
     """Train the morphology judge on the training split and register it as galaxy-judge."""
-    from tasks.judge import train_judge_run
+    from model.galaxy10 import CLASS_NAMES
+    from tasks.judge import slug, train_judge_run
 
     ref = train_judge_run(
-        data, preset, epochs=epochs, overrides=parse_settings(settings), limit=limit, resume=not fresh
+        data, preset, epochs=epochs, overrides=parse_settings(settings), limit=limit, resume=not fresh, real=real
     )
     m = ref.metrics
     typer.echo(
@@ -92,3 +96,11 @@ def train_judge_cmd(
         f"(train {m['train_accuracy']:.3f}, best val {m['best_val_acc']:.3f})"
     )
     echo_model(ref, "galaxy-judge")
+    if real is not None:
+        typer.echo(
+            f"real {real.name}: balanced accuracy {m['judge_real_balanced_accuracy']:.3f} "
+            f"(accuracy {m['judge_real_accuracy']:.3f}); recall per class:"
+        )
+        for c, name in enumerate(CLASS_NAMES):
+            if (key := f"judge_real_recall_{c}_{slug(name)}") in m:
+                typer.echo(f"  {c} {name:<26} {m[key]:.3f}")

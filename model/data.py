@@ -237,6 +237,27 @@ def _read_scalars(src: Galaxy10File) -> tuple[np.ndarray, np.ndarray]:
             raise UserError(src.path, problem) from None
 
 
+def load_labelled(path: str | Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, size, size, 3) uint8, labels (N,) int64) of a labelled Galaxy10-format file, resized as
+    ``prepare`` resizes; a missing, unlabelled, wrong-schema or too small file is a UserError naming it."""
+    path = Path(path)
+    with open_h5(path) as f:
+        if LABEL_KEY not in f:
+            raise UserError(path, f"has no labels ('{LABEL_KEY}'): a labelled Galaxy10-format file is needed")
+    src = validate_h5(path)
+    if size > src.side:
+        raise UserError(src.path, f"images are {src.side} px, smaller than the {size} px the judge expects")
+    labels, _ = _read_scalars(src)
+    images = np.empty((src.n, size, size, 3), np.uint8)  # (N, size, size, 3)
+    blocks = read_ahead(src, block_rows(_chunks(src), src.side * src.side * 3, READ_BYTES))
+    try:
+        for start, block in blocks:
+            images[start : start + len(block)] = resize_images(block, size)
+    finally:
+        blocks.close()
+    return images, labels.astype(np.int64)
+
+
 _FILES = ("images.npy", "labels.npy", "redshift.npy", "split.npy", "meta.json")
 
 

@@ -11,7 +11,6 @@ Dimension letters: N images, B batch, C colour channels (3), H/W image size, F f
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import ClassVar
@@ -25,13 +24,18 @@ from model.checkpoint import restore_training
 from model.config import Config
 from model.errors import UserError
 from model.galaxy10 import NUM_CLASSES
+from model.nuisance import survey_nuisance
 from model.training import Hooks, TrainResult, augment_square, check_images
 from model.utils import as_tensor, evaluating, module_device, pick_device, seed_everything, uint8_to_unit
 
 
 @dataclass
 class JudgeConfig(Config):
-    """Architecture and training settings of the morphology judge (the model is rebuilt from this alone)."""
+    """Architecture and training settings of the morphology judge (the model is rebuilt from this alone).
+
+    ``nuisance`` is 0 by default (the presets set 1): a config stored before the field existed loads as what it
+    was, a judge trained without survey nuisances.
+    """
 
     TRAINING: ClassVar[tuple[str, ...]] = (
         "epochs",
@@ -40,6 +44,7 @@ class JudgeConfig(Config):
         "weight_decay",
         "augment",
         "blur",
+        "nuisance",
         "seed",
         "device",
         "eval_batch_size",
@@ -53,8 +58,9 @@ class JudgeConfig(Config):
     batch_size: int = 128  # images per optimizer step
     lr: float = 2e-3  # peak AdamW learning rate (one-cycle schedule)
     weight_decay: float = 0.05  # AdamW weight decay
-    augment: bool = True  # random flips and 90-degree rotations (morphology does not depend on orientation)
-    blur: float = 1.5  # max Gaussian blur sigma (px) applied to half of each batch, so softness is not a class cue
+    augment: bool = True  # flips and 90-degree rotations, then the survey nuisances below (model.nuisance)
+    blur: float = 1.5  # max PSF blur sigma (px), drawn per image for half of each batch: softness is no class cue
+    nuisance: float = 0.0  # strength of the sky, noise, colour, stretch and JPEG nuisances (model.nuisance); 0: off
     seed: int = 0  # seeds init, batch order and augmentation
     device: str | None = None  # None: cuda, mps, cpu in that order
     eval_batch_size: int = 256  # images per forward in validation and predict
@@ -62,8 +68,8 @@ class JudgeConfig(Config):
 
 #: Named presets (model.config.from_preset): "demo" trains in minutes on a CPU, "article" is the full-size judge.
 PRESETS: dict[str, JudgeConfig] = {
-    "demo": JudgeConfig(widths=(16, 32, 64, 128), epochs=4, batch_size=64, dropout=0.1),
-    "article": JudgeConfig(widths=(32, 64, 128, 256), epochs=30, batch_size=128, dropout=0.2),
+    "demo": JudgeConfig(widths=(16, 32, 64, 128), epochs=4, batch_size=64, dropout=0.1, nuisance=1.0),
+    "article": JudgeConfig(widths=(32, 64, 128, 256), epochs=30, batch_size=128, dropout=0.2, nuisance=1.0),
 }
 
 
@@ -116,28 +122,6 @@ class MorphologyCNN(nn.Module):
 
 # ---------------------------------------------------------------------------------------------------
 # training
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(B, C, H, W) float -> same, blurred by a separable Gaussian of std ``sigma`` pixels (reflect padding)."""
-    if sigma <= 0:
-        return x
-    radius = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
-def blur_half(x: torch.Tensor, max_sigma: float, generator: torch.Generator) -> torch.Tensor:
-    """Blur a random half of the batch with one sigma drawn from U(0.3, max_sigma); the rest stays sharp."""
-    if max_sigma <= 0:
-        return x
-    pick = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)  # (B,)
-    sigma = 0.3 + (max_sigma - 0.3) * float(torch.rand(1, generator=generator))
-    return torch.where(pick.view(-1, 1, 1, 1), gaussian_blur(x, sigma), x)
 
 
 @torch.inference_mode()
@@ -215,7 +199,7 @@ def train_judge(
                 batch = augment_square(batch, generator)
             x, y = uint8_to_unit(batch), labels[idx]  # (B, 3, H, W), (B,)
             if config.augment:
-                x = blur_half(x, config.blur, generator)
+                x = survey_nuisance(x, generator, config.nuisance, config.blur)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y)

@@ -87,6 +87,12 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, num_classes: i
     }
 
 
+def balanced_accuracy(report: dict[str, Any]) -> float:
+    """Mean recall over the classes present (support > 0) of a ``classification_report``; NaN if none is."""
+    present = np.asarray(report["support"]) > 0
+    return float(np.mean(np.asarray(report["recall"])[present])) if present.any() else float("nan")
+
+
 def conditional_accuracy(probs: np.ndarray, target_labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, float]:
     """Fraction of samples judged as the class they were generated for: per class (K,; NaN without samples), overall."""
     target_labels = np.asarray(target_labels)

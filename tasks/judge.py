@@ -1,7 +1,9 @@
 """Judge stage (SPEC E1): train the morphology judge on the prepared training split and register `galaxy-judge`.
 
-The judge is reported on the test split (accuracy, per-class precision / recall, confusion matrix). The run
-is resumable (``tasks.runs``).
+The judge is reported on the test split (accuracy, per-class precision / recall, confusion matrix), and, when
+a labelled Galaxy10-format file of real images is given (``real``), on that file too: ``judge_real_*``
+metrics (balanced accuracy, accuracy, recall per class present) and a confusion matrix. The run is
+resumable (``tasks.runs``).
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from prefect import task
 
 from model.checkpoint import save_checkpoint
 from model.config import from_preset
-from model.data import load_prepared
+from model.data import load_labelled, load_prepared
 from model.errors import UserError
 from model.galaxy10 import CLASS_NAMES
-from model.judge import PRESETS, predict, train_judge
-from model.metrics import classification_report
+from model.judge import PRESETS, MorphologyCNN, predict, train_judge
+from model.metrics import balanced_accuracy, classification_report
 from model.plotting.evaluation import confusion_figure, precision_recall_figure
+from model.source import blake3_file
 from model.utils import pick_device
 from tasks import registry, tracking
 from tasks.cache import stage_cache_key
@@ -44,6 +47,28 @@ def report_metrics(report: dict[str, Any], prefix: str) -> dict[str, float]:
     return out
 
 
+def score_real(model: MorphologyCNN, path: Path, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Score the judge on a real labelled file, log its metrics, confusion matrix and predictions; the metrics."""
+    k = model.config.num_classes
+    probs = predict(model, images)[0]  # (N, K)
+    predicted = probs.argmax(1)  # (N,)
+    report = classification_report(labels, predicted, k)
+    metrics = {
+        "judge_real_balanced_accuracy": balanced_accuracy(report),
+        "judge_real_accuracy": float(report["accuracy"]),
+    }
+    for c, name in enumerate(CLASS_NAMES[:k]):
+        if report["support"][c] > 0:  # a class the file does not hold has no recall
+            metrics[f"judge_real_recall_{c}_{slug(name)}"] = float(report["recall"][c])
+    mlflow.log_metrics(metrics)
+    title = f"Judge on the real file {path.name} ({len(labels)} images)"
+    tracking.log_figure(confusion_figure(report["confusion"], CLASS_NAMES[:k], title), "judge/real_confusion.png")
+    tracking.log_array(report["confusion"], "judge/real_confusion.npy")
+    tracking.log_array(np.stack([labels, predicted]), "judge/real_labels_and_predictions.npy")
+    tracking.log_array(probs, "judge/real_probabilities.npy")
+    return metrics
+
+
 def train_judge_run(
     data_dir: str | Path,
     preset_name: str = "demo",
@@ -53,8 +78,10 @@ def train_judge_run(
     limit: int | None = None,
     register_as: str | None = registry.JUDGE_MODEL,
     resume: bool = True,
+    real: str | Path | None = None,
 ) -> registry.ModelRef:
-    """Train the judge on the training split, report it on the test split, log and register `galaxy-judge`."""
+    """Train the judge on the training split, report it on the test split (and on ``real``, a labelled
+    Galaxy10-format file, when given: checked before training starts), log and register `galaxy-judge`."""
     data = load_prepared(data_dir)
     overrides = dict(overrides or {})
     if epochs is not None:
@@ -63,6 +90,8 @@ def train_judge_run(
     if overrides.setdefault("image_size", size) != size:
         raise UserError(data_dir, f"images are {size} px but the judge config asks for {overrides['image_size']}")
     config = from_preset(PRESETS, preset_name, **overrides)
+    real = Path(real) if real is not None else None
+    real_x, real_y = load_labelled(real, config.image_size) if real is not None else (None, None)
     train_x, train_y = data.subset("train", limit)
     val_x, val_y = data.subset("val", limit and max(limit // 4, 20))
     test_x, test_y = data.subset("test", limit and max(limit // 4, 20))
@@ -75,7 +104,7 @@ def train_judge_run(
         config,
         data,
         preset_name,
-        identity=(limit,),
+        identity=(limit,) if real is None else (limit, blake3_file(real)),  # scored on other images: another run
         resume=resume,
         data_params={
             "source": data.meta["source"],
@@ -83,6 +112,7 @@ def train_judge_run(
             "n_train": len(train_x),
             "n_val": len(val_x),
             "n_test": len(test_x),
+            **({"real": str(real), "n_real": len(real_y)} if real is not None else {}),
         },
         tags={"trained_on": f"{data.meta['source']} train split"},
     )
@@ -105,6 +135,7 @@ def train_judge_run(
             best_epoch=result.metrics["best_epoch"],
         )
         mlflow.log_metrics(metrics)
+        real_metrics = score_real(model, real, real_x, real_y) if real is not None else {}
         names = CLASS_NAMES[: config.num_classes]
         label = Path(str(data.meta["source"])).name  # e.g. synthetic-n3000-s0, Galaxy10_DECals.h5
         prefix = "synthetic " if data.synthetic and "synthetic" not in label else ""
@@ -116,6 +147,7 @@ def train_judge_run(
         tracking.log_array(test_report["confusion"], "judge/test_confusion.npy")
         tracking.log_array(np.stack([test_y, test_probs.argmax(1)]), "judge/test_labels_and_predictions.npy")
         headline = {k: float(metrics[k]) for k in ("test_accuracy", "train_accuracy", "best_val_acc")}
+        headline.update(real_metrics)
         # the pyfunc is named "model", not "judge": the judge/ run folder holds the figures
         return run.register(
             "judge_model",
@@ -135,6 +167,10 @@ def train_judge_task(
     epochs: int | None = None,
     overrides: dict | None = None,
     limit: int | None = None,
+    real: str | None = None,
 ) -> dict:
-    """Train and register the morphology judge; returns {run_id, model_uri, version, metrics}."""
-    return train_judge_run(data_dir, preset_name, epochs=epochs, overrides=overrides, limit=limit).__dict__
+    """Train and register the morphology judge, also scored on ``real`` when given.
+
+    Returns {run_id, model_uri, version, metrics}.
+    """
+    return train_judge_run(data_dir, preset_name, epochs=epochs, overrides=overrides, limit=limit, real=real).__dict__

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -145,6 +147,13 @@ def test_classification_report_of_a_known_confusion():
         metrics.classification_report(y_true, y_pred + 2, 4)
 
 
+def test_balanced_accuracy_averages_recall_over_the_classes_present():
+    r = metrics.classification_report(np.array([0, 0, 0, 1, 1, 2]), np.array([0, 0, 1, 1, 2, 2]), 4)
+    assert metrics.balanced_accuracy(r) == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)  # class 3 has no image
+    empty = np.array([], dtype=np.int64)
+    assert np.isnan(metrics.balanced_accuracy(metrics.classification_report(empty, empty, 4)))
+
+
 def test_conditional_accuracy():
     probs = np.eye(3)[[0, 1, 1, 2]]  # predictions 0, 1, 1, 2
     per_class, overall = metrics.conditional_accuracy(probs, np.array([0, 1, 2, 2]), 4)
@@ -195,22 +204,44 @@ def test_judge_figures_have_titles():
     assert tick_labels == list(CLASS_NAMES)
 
 
-def test_gaussian_blur_keeps_flat_images_and_mass():
-    import torch
+def test_a_config_stored_before_survey_nuisances_still_loads_and_resumes(tmp_path):
+    old = {  # a judge config as checkpoints stored it before the `nuisance` field existed
+        "image_size": 16,
+        "num_classes": 3,
+        "widths": [4, 8],
+        "dropout": 0.0,
+        "epochs": 4,
+        "batch_size": 16,
+        "lr": 0.01,
+        "weight_decay": 0.0,
+        "augment": True,
+        "blur": 1.5,
+        "seed": 0,
+        "device": "cpu",
+        "eval_batch_size": 32,
+    }
+    config = judge.JudgeConfig.from_dict(old)
+    assert config.nuisance == 0.0  # it was trained without them
+    # the field is a training setting: an old checkpoint resumes under a config that switches them on
+    assert config.architecture() == dataclasses.replace(config, nuisance=1.0).architecture()
+    save_checkpoint(tmp_path / "judge.pt", judge.MorphologyCNN(config))
+    ckpt = torch.load(tmp_path / "judge.pt", weights_only=True)
+    torch.save({**ckpt, "config": old}, tmp_path / "old.pt")
+    loaded, _ = load_model(tmp_path / "old.pt", judge.MorphologyCNN)
+    assert loaded.config == config
+    assert all(p.nuisance == 1.0 for p in judge.PRESETS.values())
 
-    from model.judge import blur_half, gaussian_blur
 
-    flat = torch.full((2, 3, 16, 16), 0.25)
-    assert torch.allclose(gaussian_blur(flat, 1.0), flat, atol=1e-6)
-    spike = torch.zeros(1, 1, 21, 21)
-    spike[0, 0, 10, 10] = 1.0
-    out = gaussian_blur(spike, 1.0)
-    assert out.sum().item() == pytest.approx(1.0, abs=1e-5) and out.max() < 0.2
-    # second moment of the blurred spike is the kernel's variance (sigma^2 = 1 per axis)
-    yy, xx = torch.meshgrid(torch.arange(21.0) - 10, torch.arange(21.0) - 10, indexing="ij")
-    assert (out[0, 0] * xx**2).sum().item() == pytest.approx(1.0, rel=0.02)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(64, 3, 8, 8)
-    y = blur_half(x, 1.5, g)
-    changed = (y != x).flatten(1).any(1)
-    assert 10 < int(changed.sum()) < 54  # about half the batch
+def test_training_applies_survey_nuisances_only_when_switched_on():
+    train_x, train_y = colour_task(32, 0)
+    base = dataclasses.replace(TINY, epochs=1, blur=0.0)
+
+    def weights(**kw) -> list[torch.Tensor]:
+        result = judge.train_judge(dataclasses.replace(base, **kw), train_x, train_y, train_x, train_y)
+        return [p.detach() for p in result.model.parameters()]
+
+    def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+        return all(torch.equal(x, y) for x, y in zip(a, b))
+
+    assert not same(weights(nuisance=0.0), weights(nuisance=1.0))
+    assert same(weights(nuisance=0.0, augment=False), weights(nuisance=1.0, augment=False))

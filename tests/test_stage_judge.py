@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import json
 
+import h5py
 import mlflow
 import numpy as np
 import pytest
+import torch
 import typer
 from typer.testing import CliRunner
 
 from model import metrics as J
+from model.data import load_prepared, prepare
 from model.galaxy10 import CLASS_NAMES
 from model.metrics import balanced_frechet, balanced_subset, per_class_frechet
 from tasks import faults
 from tasks.evaluate import evaluate_run
-from tasks.judge import train_judge_run
+from tasks.judge import score_real, slug, train_judge_run
 from tasks.prior import train_prior_run
 from tasks.vqvae import train_vqvae_run
-from tests.conftest import TINY_PRIOR, TINY_VQVAE, cli_settings, console
+from tests.conftest import TINY_PRIOR, TINY_VQVAE, cli_settings, console, make_galaxy10
 from tests.test_registry import champion, register
 
 TINY_JUDGE = dict(widths=(4, 8), epochs=2, batch_size=16, eval_batch_size=64, device="cpu")
@@ -233,3 +236,75 @@ def test_evaluate_console_script_user_error(tmp_path):
     assert proc.returncode == 2, proc.stderr
     expected = "error: --per-class: 1 is too few: a Fréchet distance needs at least 2 images per class"
     assert proc.stderr.strip().splitlines() == [expected]
+
+
+def test_score_real_of_a_judge_that_always_says_one_class(mlflow_store, tmp_path):
+    from model.judge import JudgeConfig, MorphologyCNN
+
+    model = MorphologyCNN(JudgeConfig(image_size=16, widths=(4,), device="cpu")).eval()
+    with torch.no_grad():  # logits = bias: always class 2
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.eye(10)[2] * 10)
+    labels = np.array([0, 0, 0, 1, 2, 2, 2, 2, 3, 4])  # classes 0-4 only, 3/1/4/1/1 images
+    images = np.random.default_rng(0).integers(0, 256, (10, 16, 16, 3), dtype=np.uint8)
+    with mlflow.start_run() as run:
+        metrics = score_real(model, tmp_path / "dev.h5", images, labels)
+    # recall 0, 0, 1, 0, 0 over the 5 classes present; 4 of 10 images right
+    expected = {"judge_real_balanced_accuracy": 1 / 5, "judge_real_accuracy": 4 / 10}
+    expected |= {f"judge_real_recall_{c}_{slug(CLASS_NAMES[c])}": float(c == 2) for c in range(5)}
+    assert metrics == pytest.approx(expected) and mlflow.get_run(run.info.run_id).data.metrics == pytest.approx(
+        expected
+    )
+    confusion = load_npy(run.info.run_id, "judge/real_confusion.npy")
+    assert confusion[:, 2].tolist() == [3, 1, 4, 1, 1, 0, 0, 0, 0, 0] and confusion.sum() == 10
+    assert "judge/real_confusion.png" in artifact_names(run.info.run_id, "judge")
+
+
+def test_train_judge_with_real_scores_it_and_prints_the_recall(mlflow_store, tiny_data, tmp_path):
+    # one 64 px image (the judge is 32 px) 55 times, labelled 0 once, 1 twice, ..., 9 ten times: whatever class
+    # the judge sees in it, it has recall 1 there and 0 elsewhere (balanced accuracy 0.1)
+    with h5py.File(make_galaxy10(tmp_path / "one.h5", n=1, side=64, seed=7), "r") as f:
+        one = f["images"][:]  # (1, 64, 64, 3)
+    labels = np.repeat(np.arange(10), np.arange(1, 11)).astype(np.uint8)  # (55,)
+    real = make_galaxy10(tmp_path / "real.h5", n=55, side=64, images=np.repeat(one, 55, axis=0), ans=labels)
+    settings = cli_settings({k: v for k, v in TINY_JUDGE.items() if k != "epochs"})
+    args = ["train", "judge", "--data", str(tiny_data), "--epochs", "2", *settings, "--real", str(real)]
+    proc = CliRunner().invoke(cli(), args)
+    assert proc.exit_code == 0, proc.output
+    (run,) = mlflow.search_runs(experiment_names=["galaxy-judge"], output_format="list")
+    m = run.data.metrics
+    # the images were resized as `prepare` resizes them: the registered judge on a prepared copy agrees
+    prepared = load_prepared(prepare(real, tmp_path / "real-prepared", size=32).out)
+    probs = mlflow.pyfunc.load_model("models:/galaxy-judge/1").predict(np.asarray(prepared.images))
+    np.testing.assert_allclose(load_npy(run.info.run_id, "judge/real_probabilities.npy"), probs, rtol=1e-5)
+    k = int(probs[0].argmax())
+    accuracy = (k + 1) / 55
+    assert m["judge_real_balanced_accuracy"] == pytest.approx(0.1) and m["judge_real_accuracy"] == pytest.approx(
+        accuracy
+    )
+    assert run.data.params["data.real"] == str(real) and run.data.params["data.n_real"] == "55"
+    # the command ends with the balanced accuracy and the recall of each class
+    tail = proc.stdout.strip().splitlines()[-11:]
+    assert tail[0] == f"real real.h5: balanced accuracy 0.100 (accuracy {accuracy:.3f}); recall per class:"
+    assert tail[1 + k] == f"  {k} {CLASS_NAMES[k]:<26} 1.000"
+    assert [line.split()[-1] for line in tail[1:]] == ["1.000" if c == k else "0.000" for c in range(10)]
+
+
+def test_judge_refuses_a_bad_real_file_before_training(mlflow_store, tiny_data, tmp_path):
+    (tmp_path / "text.h5").write_text("not hdf5")
+    cases = [
+        (tmp_path / "nowhere.h5", "no such file"),
+        (make_galaxy10(tmp_path / "unlabelled.h5", ans=None), "has no labels ('ans')"),
+        (make_galaxy10(tmp_path / "flat.h5", images=np.zeros((40, 64, 32, 3), np.uint8)), "'images' has shape"),
+        (make_galaxy10(tmp_path / "small.h5", side=16), "images are 16 px, smaller than the 32 px"),
+        (tmp_path / "text.h5", "not a readable HDF5 file"),
+        (tmp_path, "is a folder"),
+    ]
+    settings = cli_settings(TINY_JUDGE)
+    for path, needle in cases:
+        proc = CliRunner().invoke(cli(), ["train", "judge", "--data", str(tiny_data), *settings, "--real", str(path)])
+        assert proc.exit_code == 2, (path, proc.output)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(path) in lines[0] and needle in lines[0], (path, proc.stderr)
+    assert not (mlflow_store / "runs").exists()  # nothing trained: no run folder, no MLflow run
+    assert mlflow.search_runs(experiment_names=["galaxy-judge"]).shape[0] == 0

@@ -44,9 +44,7 @@ from model.synth_galaxies import (
     Scene,
     disk_colour,
     draw_cigar,
-    draw_disturbed,
     draw_edge_on,
-    draw_merging,
     draw_smooth,
     draw_spiral,
     projection,
@@ -55,6 +53,7 @@ from model.synth_galaxies import (
     sersic,
     transform,
 )
+from model.synth_interacting import draw_disturbed, draw_merging
 
 #: Bump when the look of the images changes (stored in the file's attrs).
 SYNTH_VERSION = 2
@@ -65,13 +64,13 @@ RGB_M = 0.03  # the viewer's offset: an empty sky renders at about 33 of 255, as
 NOISE_SCALE = 0.6
 NOISE_COMMON = 0.5  # fraction of the sky-noise variance shared by the bands
 SKY_SIGMA = np.array([0.00276, 0.0047, 0.01]) * NOISE_SCALE  # (K,) sky noise per reference pixel, nanomaggies
-JPEG_QUALITY = (75, 95)
+JPEG_QUALITY = (75, 95)  # each image is JPEG-compressed at a quality drawn from this range, as Galaxy10's were
 #: Per-image residual sky per R, G, B (mean, sd) in rendered levels, on top of RGB_M's 33.
 SKY_RESIDUAL_ADU = (np.array([0.3, -0.7, -0.7]), np.array([1.3, 0.4, 0.4]))
 #: d(level) / d(stretch input) at the sky: 255 asinh(Q m) / (sqrt(Q) m) for m = RGB_M.
 ADU_PER_UNIT = 255 * math.asinh(RGB_Q * RGB_M) / (math.sqrt(RGB_Q) * RGB_M)
 MEAN_EBV = 0.03  # mag: mean Galactic E(B-V) at the survey's high latitudes (exponentially distributed)
-EXTINCTION = np.array([3.21, 2.17, 1.21])  # (K,) A_band / E(B-V) for DECam g, r, z (Schlafly & Finkbeiner 2011)  # each image is JPEG-compressed at a quality drawn from this range, as Galaxy10's were
+EXTINCTION = np.array([3.21, 2.17, 1.21])  # (K,) A_band / E(B-V) for DECam g, r, z (Schlafly & Finkbeiner 2011)
 #: mag per class: disks have lower surface brightness than ellipticals of the same size; edge-on disks pile
 #: their light along a line, so they are dimmed more to keep their centres as bright as real ones.
 DISK_DIMMING = (0.0, 0.0, 0.0, 0.0, 0.3, 1.1, 1.1, 1.0, 1.2, 1.0)

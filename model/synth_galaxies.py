@@ -1,8 +1,9 @@
 """The galaxies of the synthetic set (SPEC D2): colours, the scene they are drawn into, and one drawing per class.
 
 Profiles are GalSim Sersic, exponential and inclined-disk models with spiral arms, star-forming knots, bars,
-dust lanes, tidal tails and shells, drawn in the g, r and z bands (fluxes in nanomaggies). ``model.synth``
-adds the PSF, stars, background galaxies and sky noise, and writes the file.
+and dust lanes, drawn in the g, r and z bands (fluxes in nanomaggies); the interacting classes (tidal tails,
+bridges, shells) are in ``model.synth_interacting``. ``model.synth`` adds the PSF, stars, background
+galaxies and sky noise, and writes the file.
 
 Dimension letters: S image side (pixels), K bands (3: g, r, z), P points (knots, stream particles).
 """
@@ -48,7 +49,7 @@ def disk_colour(rng: np.random.Generator) -> np.ndarray:
     return sed(rng.uniform(0.45, 0.8), rng.uniform(0.25, 0.48))
 
 
-def _blue(rng: np.random.Generator) -> np.ndarray:
+def blue_colour(rng: np.random.Generator) -> np.ndarray:
     """A young star-forming population (bluish-white arms and knots)."""
     return sed(rng.uniform(0.22, 0.55), rng.uniform(0.06, 0.3))
 
@@ -130,7 +131,7 @@ def transform(prof: galsim.GSObject, m: np.ndarray) -> galsim.GSObject:
     return prof.transform(m[0, 0], m[0, 1], m[1, 0], m[1, 1])
 
 
-def _disk_coords(scene: Scene, m: np.ndarray, at=(0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+def disk_coords(scene: Scene, m: np.ndarray, at=(0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
     """(S, S) disk-plane radius and azimuth for every pixel of a disk projected by m centred at `at`."""
     x, y = scene.grid()
     x = x - float(scene.centre[0] + at[0])
@@ -166,13 +167,13 @@ def _spiral_arms(
     at=(0.0, 0.0),
 ) -> None:
     """Add log-spiral arms (a modulated exponential disk) and blue knots along their ridges."""
-    r, th = _disk_coords(scene, m, at)
+    r, th = disk_coords(scene, m, at)
     cot = 1.0 / math.tan(math.radians(pitch_deg))
     logr = np.log(np.maximum(r, 1e-3) / r_start)
     psi = n_arms * (th - theta0 - cot * logr)
     pattern = ((1 + np.cos(psi)) / 2) ** sharpness
     envelope = np.exp(-r / scale_length) * (1 - np.exp(-((r / r_start) ** 3)))
-    arm_colour = _blue(rng) if rng.random() > RED_DISK_FRACTION else disk_colour(rng)  # some spirals are red
+    arm_colour = blue_colour(rng) if rng.random() > RED_DISK_FRACTION else disk_colour(rng)  # some spirals are red
     scene.add_map(envelope * pattern, arm_colour * rng.uniform(0.9, 1.1, 3), flux)
     # knots on the ridges: radius ~ r exp(-r/h) beyond r_start, azimuth following the spiral
     rad = r_start * 0.9 + rng.gamma(2.0, scale_length * 0.8, n_knots)
@@ -185,25 +186,7 @@ def _spiral_arms(
     scene.add_points(xy, knot_flux * w / w.sum(), cols, sigma=rng.uniform(0.4, 1.0) * PX)
 
 
-def _stream(
-    rng: np.random.Generator,
-    start: np.ndarray,
-    angle: float,
-    length: float,
-    curl: float,
-    width: float,
-    n: int,
-) -> np.ndarray:
-    """(P, 2) particle positions along a curved tidal stream leaving `start` in direction `angle`."""
-    t = rng.uniform(0, 1, n) ** 1.3  # denser (brighter) near the galaxy, fading outwards
-    theta = angle + curl * t
-    r = length * t
-    centre = start + np.stack([r * np.cos(theta), r * np.sin(theta)], axis=1)
-    spread = width * (0.4 + t)[:, None] * rng.normal(0, 1, (n, 2))
-    return centre + spread
-
-
-def _smooth_body(scene: Scene, rng: np.random.Generator, hlr: float, q: float, pa: float, flux: float, at=(0, 0)):
+def smooth_body(scene: Scene, rng: np.random.Generator, hlr: float, q: float, pa: float, flux: float, at=(0, 0)):
     """An elliptical: Sersic core (n 2-4), sometimes with a faint extended envelope."""
     n = rng.choice([1.5, 2.0, 2.5, 3.0, 3.5, 4.0])
     m = projection(q, pa)
@@ -216,7 +199,7 @@ def _smooth_body(scene: Scene, rng: np.random.Generator, hlr: float, q: float, p
         scene.add_profile(transform(env, m_env), colour * sed(-0.05, -0.03), flux * f_env, at)
 
 
-def _disk_galaxy(scene: Scene, rng: np.random.Generator, hlr: float, flux: float, at=(0, 0), arms: bool = True):
+def disk_galaxy(scene: Scene, rng: np.random.Generator, hlr: float, flux: float, at=(0, 0), arms: bool = True):
     """A bulge + disk galaxy at a random orientation (used for companions and pairs)."""
     q = rng.uniform(0.35, 1.0)
     pa = rng.uniform(0, math.pi)
@@ -251,7 +234,7 @@ def _disk_galaxy(scene: Scene, rng: np.random.Generator, hlr: float, flux: float
 
 def draw_smooth(scene: Scene, rng: np.random.Generator, flux: float, hlr: float, q_range: tuple[float, float]):
     """Classes 2-3: a smooth elliptical with axis ratio drawn from q_range."""
-    _smooth_body(scene, rng, hlr, rng.uniform(*q_range), rng.uniform(0, math.pi), flux)
+    smooth_body(scene, rng, hlr, rng.uniform(*q_range), rng.uniform(0, math.pi), flux)
     return hlr
 
 
@@ -297,7 +280,7 @@ def draw_spiral(scene: Scene, rng: np.random.Generator, flux: float, hlr: float,
     knot_frac = rng.uniform(0.02, 0.07)
     f_disk = rest * (1 - arm_frac - knot_frac)
     if kind == "barred":  # the bar sweeps out the inner disk: a disk with a shallow hole inside the bar radius
-        r, _ = _disk_coords(scene, m)
+        r, _ = disk_coords(scene, m)
         scene.add_map(np.exp(-r / h) * (1 - 0.8 * np.exp(-((r / r_start) ** 2))), disk_colour(rng), f_disk)
     else:
         scene.add_profile(transform(galsim.Exponential(scale_radius=h, gsparams=GSP), m), disk_colour(rng), f_disk)
@@ -346,114 +329,3 @@ def draw_edge_on(scene: Scene, rng: np.random.Generator, flux: float, hlr: float
         lane = tau * np.exp(-0.5 * ((across - offset) / width) ** 2) * np.exp(-np.abs(along) / (2.5 * h))
         scene.intrinsic *= 1 - lane[None]
     return hlr
-
-
-def draw_merging(scene: Scene, rng: np.random.Generator, flux: float, hlr: float) -> float:
-    """Class 1: two galaxies close together with tidal tails and often a bridge."""
-    ratio = rng.uniform(0.35, 1.0)  # secondary / primary flux
-    hlr2 = hlr * ratio**0.5 * rng.uniform(0.8, 1.1)
-    sep = hlr * (rng.uniform(1.0, 1.8) if rng.random() < 0.3 else rng.uniform(1.8, 3.5))
-    sep = min(sep, 70 * PX)  # the pair stays well inside the frame
-    ang = rng.uniform(0, 2 * math.pi)
-    e = np.array([math.cos(ang), math.sin(ang)])
-    p1 = -e * sep * ratio / (1 + ratio) * rng.uniform(0.0, 0.5)  # the cut-out is centred near the primary
-    p2 = p1 + e * sep
-    f1, f2 = flux / (1 + ratio), flux * ratio / (1 + ratio)
-    f_tidal = rng.uniform(0.2, 0.35)
-    for p, f, r in ((p1, f1, hlr), (p2, f2, hlr2)):
-        if rng.random() < 0.55:
-            _smooth_body(scene, rng, r, rng.uniform(0.5, 1.0), rng.uniform(0, math.pi), f * (1 - f_tidal), at=p)
-        else:
-            _disk_galaxy(scene, rng, r, f * (1 - f_tidal), at=p, arms=rng.random() < 0.5)
-    # tails leave each galaxy roughly away from the other and curl the same way (prograde encounter)
-    curl = rng.choice([-1.0, 1.0]) * rng.uniform(1.0, 2.2)
-    colour = sed(rng.uniform(0.35, 0.6), rng.uniform(0.15, 0.35))
-    for p, f, r, away in ((p1, f1, hlr, ang + math.pi), (p2, f2, hlr2, ang)):
-        length = min(r * rng.uniform(3.0, 6.0), 90 * PX)
-        pts = _stream(rng, p, away + rng.normal(0, 0.4), length, curl, r * rng.uniform(0.2, 0.4), 400)
-        scene.add_points(pts, np.full(len(pts), f * f_tidal * 0.7 / len(pts)), colour, sigma=r * 0.25)
-    if rng.random() < 0.7:  # a bridge between the two
-        t = rng.uniform(0, 1, 200)
-        bend = rng.normal(0, 0.3) * sep
-        normal = np.array([-e[1], e[0]])
-        mid = p1[None] + t[:, None] * (p2 - p1)[None] + (4 * t * (1 - t) * bend)[:, None] * normal[None]
-        pts = mid + rng.normal(0, hlr * 0.15, (200, 2))
-        scene.add_points(pts, np.full(200, flux * f_tidal * 0.2 / 200), colour, sigma=hlr * 0.2)
-    return hlr
-
-
-def draw_disturbed(scene: Scene, rng: np.random.Generator, flux: float, hlr: float) -> float:
-    """Class 0: irregular and lopsided: either a clumpy irregular or a galaxy with shells and a plume."""
-    side = rng.uniform(0, 2 * math.pi)  # the direction the debris leans to
-    e = np.array([math.cos(side), math.sin(side)])
-    if rng.random() < 0.55:
-        _clumpy_irregular(scene, rng, flux * 0.85, hlr, side)
-    else:
-        _shell_galaxy(scene, rng, flux * 0.85, hlr, side)
-    n_pl = 300  # a faint plume or fan of debris on the lopsided side
-    pts = _stream(
-        rng,
-        0.4 * hlr * e,
-        side + rng.normal(0, 0.5),
-        hlr * rng.uniform(2.0, 4.0),
-        rng.normal(0, 1.2),
-        hlr * rng.uniform(0.4, 0.8),
-        n_pl,
-    )
-    scene.add_points(pts, np.full(n_pl, flux * 0.15 / n_pl), disk_colour(rng), sigma=hlr * 0.3)
-    return hlr
-
-
-def _clumpy_irregular(scene: Scene, rng: np.random.Generator, flux: float, hlr: float, side: float) -> None:
-    """A low-concentration body with blobs strung out to one side and bright blue clumps (RandomKnots)."""
-    q = rng.uniform(0.4, 1.0)
-    m = projection(q, rng.uniform(0, math.pi))
-    scene.add_profile(
-        transform(sersic(rng.choice([0.5, 1.0]), hlr), m), disk_colour(rng), flux * rng.uniform(0.3, 0.45)
-    )
-    n_blobs = int(rng.integers(2, 5))
-    w = rng.dirichlet(np.ones(n_blobs)) * flux * 0.35
-    for i in range(n_blobs):
-        dist = hlr * rng.uniform(0.4, 1.6)
-        ang = side + rng.normal(0, 0.9)
-        blob = galsim.Exponential(half_light_radius=hlr * rng.uniform(0.25, 0.7), gsparams=GSP)
-        scene.add_profile(
-            transform(blob, projection(rng.uniform(0.3, 1), rng.uniform(0, math.pi))),
-            _blue(rng) if rng.random() < 0.6 else disk_colour(rng),
-            w[i],
-            at=(dist * math.cos(ang), dist * math.sin(ang)),
-        )
-    knots = galsim.RandomKnots(
-        int(rng.integers(8, 30)),
-        half_light_radius=hlr * 1.3,
-        flux=1.0,
-        rng=galsim.BaseDeviate(int(rng.integers(1, 2**31))),
-    )
-    shift = 0.5 * hlr * np.array([math.cos(side), math.sin(side)])
-    pts = knots.points @ m.T + shift  # (P, 2), the clumps sit off-centre
-    kw = rng.lognormal(0, 0.9, len(pts))
-    scene.add_points(pts, flux * rng.uniform(0.12, 0.22) * kw / kw.sum(), _blue(rng), sigma=rng.uniform(0.6, 1.6) * PX)
-
-
-def _shell_galaxy(scene: Scene, rng: np.random.Generator, flux: float, hlr: float, side: float) -> None:
-    """A smooth or disky galaxy, off-centre in its own envelope, with interleaved shells on alternating sides."""
-    q = rng.uniform(0.55, 1.0)
-    pa = rng.uniform(0, math.pi)
-    m = projection(q, pa)
-    colour = red_colour(rng) if rng.random() < 0.5 else disk_colour(rng)
-    scene.add_profile(transform(sersic(rng.choice([1.0, 2.0, 3.0]), hlr * 0.7), m), colour, flux * 0.5)
-    lop = galsim.Exponential(half_light_radius=hlr * 1.6, gsparams=GSP)
-    scene.add_profile(
-        transform(lop, projection(q * rng.uniform(0.6, 1.0), pa + rng.normal(0, 0.4))),
-        colour,
-        flux * 0.4,
-        at=tuple(hlr * rng.uniform(0.5, 1.0) * np.array([math.cos(side), math.sin(side)])),
-    )
-    r, th = _disk_coords(scene, projection(rng.uniform(0.75, 1.0), pa))
-    shells = np.zeros_like(r)
-    for k in range(int(rng.integers(1, 4))):
-        rk = hlr * (1.3 + 1.1 * k) * rng.uniform(0.9, 1.1)
-        dth = np.angle(np.exp(1j * (th - side - math.pi * k + rng.normal(0, 0.3))))  # alternate sides
-        arc = np.exp(-0.5 * ((r - rk) / (0.1 * rk)) ** 2) * np.exp(-0.5 * (dth / 0.5) ** 2)
-        shells += arc * (r < rk * 1.05) / (1 + k)  # sharp outer edge, fainter further out
-    scene.add_map(shells, colour * sed(-0.1, -0.05), flux * 0.1)

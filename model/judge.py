@@ -45,6 +45,7 @@ class JudgeConfig(Config):
         "augment",
         "blur",
         "nuisance",
+        "class_balance",
         "seed",
         "device",
         "eval_batch_size",
@@ -52,6 +53,7 @@ class JudgeConfig(Config):
 
     image_size: int = 128  # input height = width; predict() checks images against it
     num_classes: int = NUM_CLASSES  # output classes
+    input_pool: int = 1  # average-pool the input by this factor first (2: a 128-px image is seen at 64 px, 4x cheaper)
     widths: tuple[int, ...] = (32, 64, 128, 256)  # channels of each conv stage (each halves H, W); F = widths[-1]
     dropout: float = 0.2  # dropout on the pooled features before the linear head
     epochs: int = 20  # passes over the training split
@@ -61,6 +63,7 @@ class JudgeConfig(Config):
     augment: bool = True  # flips and 90-degree rotations, then the survey nuisances below (model.nuisance)
     blur: float = 1.5  # max PSF blur sigma (px), drawn per image for half of each batch: softness is no class cue
     nuisance: float = 0.0  # strength of the sky, noise, colour, stretch and JPEG nuisances (model.nuisance); 0: off
+    class_balance: float = 0.0  # loss weight of class c ~ n_c ** -class_balance (1: every class counts equally)
     seed: int = 0  # seeds init, batch order and augmentation
     device: str | None = None  # None: cuda, mps, cpu in that order
     eval_batch_size: int = 256  # images per forward in validation and predict
@@ -68,8 +71,12 @@ class JudgeConfig(Config):
 
 #: Named presets (model.config.from_preset): "demo" trains in minutes on a CPU, "article" is the full-size judge.
 PRESETS: dict[str, JudgeConfig] = {
-    "demo": JudgeConfig(widths=(16, 32, 64, 128), epochs=4, batch_size=64, dropout=0.1, nuisance=1.0),
-    "article": JudgeConfig(widths=(32, 64, 128, 256), epochs=30, batch_size=128, dropout=0.2, nuisance=1.0),
+    "demo": JudgeConfig(
+        input_pool=2, widths=(16, 32, 64, 128), epochs=12, batch_size=64, dropout=0.1, nuisance=1.0, class_balance=1.0
+    ),
+    "article": JudgeConfig(
+        widths=(32, 64, 128, 256), epochs=30, batch_size=128, dropout=0.2, nuisance=1.0, class_balance=1.0
+    ),
 }
 
 
@@ -102,6 +109,7 @@ class MorphologyCNN(nn.Module):
         super().__init__()
         self.config = config
         chans = (3, *config.widths)
+        self.pool = nn.AvgPool2d(config.input_pool) if config.input_pool > 1 else nn.Identity()
         self.blocks = nn.Sequential(*[ConvBlock(a, b) for a, b in zip(chans[:-1], chans[1:])])
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.widths[-1], config.num_classes)
@@ -113,7 +121,7 @@ class MorphologyCNN(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, 3, H, W) in [-1, 1] -> pooled features (B, F)."""
-        return self.blocks(x).mean(dim=(2, 3))  # (B, F)
+        return self.blocks(self.pool(x)).mean(dim=(2, 3))  # (B, F)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, 3, H, W) in [-1, 1] -> logits (B, K)."""
@@ -125,17 +133,33 @@ class MorphologyCNN(nn.Module):
 
 
 @torch.inference_mode()
-def _evaluate(model: MorphologyCNN, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of the model (eval mode) on uint8 images."""
-    loss, correct = 0.0, 0
+def _evaluate(
+    model: MorphologyCNN, images: torch.Tensor, labels: torch.Tensor, batch_size: int
+) -> tuple[float, float, float]:
+    """Mean cross-entropy, accuracy and balanced accuracy (mean recall over the classes present), eval mode."""
+    loss, predicted = 0.0, []
     with evaluating(model):
         for s in range(0, len(images), batch_size):
             logits = model(uint8_to_unit(images[s : s + batch_size])).float()  # (B, K)
-            y = labels[s : s + batch_size]
-            loss += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += int((logits.argmax(1) == y).sum())
-    n = max(len(images), 1)
-    return loss / n, correct / n
+            loss += F.cross_entropy(logits, labels[s : s + batch_size], reduction="sum").item()
+            predicted.append(logits.argmax(1))
+    if not predicted:
+        return 0.0, 0.0, 0.0
+    hit = (torch.cat(predicted) == labels).double()  # (N,)
+    k = model.config.num_classes
+    counts = torch.bincount(labels, minlength=k).double()  # (K,)
+    recall = torch.bincount(labels, weights=hit, minlength=k) / counts.clamp(min=1)  # (K,)
+    return loss / len(images), float(hit.mean()), float(recall[counts > 0].mean())
+
+
+def class_weights(labels: np.ndarray, num_classes: int, power: float) -> torch.Tensor | None:
+    """(K,) cross-entropy weights n_c ** -power, scaled so the mean weight over the training images is 1."""
+    if power == 0:
+        return None
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)  # (K,)
+    w = np.where(counts > 0, np.maximum(counts, 1) ** -power, 0.0)
+    w *= len(labels) / float((w * counts).sum())
+    return torch.tensor(w, dtype=torch.float32)
 
 
 def train_judge(
@@ -146,11 +170,11 @@ def train_judge(
     val_labels: np.ndarray | torch.Tensor,
     hooks: Hooks = Hooks(),
 ) -> TrainResult:
-    """Train the judge on (N, H, W, 3) uint8 images with cross-entropy, AdamW and a one-cycle schedule.
+    """Train the judge on (N, H, W, 3) uint8 images with (class-weighted) cross-entropy, AdamW, one-cycle.
 
     After each epoch ``hooks.end_epoch`` gets train/val loss and accuracy (checkpoint, log, callback). The
-    weights of the best validation-accuracy epoch are kept, and the result's ``metrics`` are that epoch's
-    (with ``best_epoch``).
+    weights of the epoch with the best balanced validation accuracy are kept, and the result's ``metrics``
+    are that epoch's (with ``best_epoch``).
     """
     check_images(train_images, config.image_size, "train_images")
     check_images(val_images, config.image_size, "val_images")
@@ -166,6 +190,8 @@ def train_judge(
     labels = as_tensor(train_labels, device).long()  # (N,)
     val_data = as_tensor(val_images, device)
     val_y = as_tensor(val_labels, device).long()
+    weights = class_weights(labels_np, config.num_classes, config.class_balance)
+    weights = weights.to(device) if weights is not None else None
     n = len(data)
     batch_size = min(config.batch_size, n)
     steps_per_epoch = n // batch_size  # last partial batch dropped; the shuffle changes every epoch
@@ -185,8 +211,9 @@ def train_judge(
         schedule.load_state_dict(ckpt["schedule"])
         generator.set_state(ckpt["data_rng"])
         history, best_state = [dict(h) for h in ckpt["history"]], ckpt["best_model"]
-        best_epoch = 1 + int(np.argmax([h["val_acc"] for h in history])) if history else 0
-        best_acc = history[best_epoch - 1]["val_acc"] if history else -1.0
+        scores = [h.get("val_balanced_acc", h["val_acc"]) for h in history]  # older checkpoints: plain accuracy
+        best_epoch = 1 + int(np.argmax(scores)) if history else 0
+        best_acc = scores[best_epoch - 1] if history else -1.0
     for epoch in range(start_epoch, config.epochs):
         model.train()
         perm = torch.randperm(n, generator=generator).to(device)  # (N,)
@@ -202,7 +229,7 @@ def train_judge(
                 x = survey_nuisance(x, generator, config.nuisance, config.blur)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(x)
-            loss = F.cross_entropy(logits.float(), y)
+            loss = F.cross_entropy(logits.float(), y, weight=weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -210,19 +237,20 @@ def train_judge(
             sums += torch.stack([loss.detach() * len(y), (logits.argmax(1) == y).sum()]).double()
             hooks.step(epoch * steps_per_epoch + i + 1, total)
         train_loss, train_correct = (sums / max(steps_per_epoch * batch_size, 1)).tolist()
-        val_loss, val_acc = _evaluate(model, val_data, val_y, config.eval_batch_size)
+        val_loss, val_acc, val_balanced = _evaluate(model, val_data, val_y, config.eval_batch_size)
         metrics = {
             "epoch": float(epoch + 1),
             "train_loss": train_loss,
             "train_acc": train_correct,
             "val_loss": val_loss,
             "val_acc": val_acc,
+            "val_balanced_acc": val_balanced,
             "lr": float(optimizer.param_groups[0]["lr"]),
             "epoch_time_s": time.perf_counter() - t0,
         }
         history.append(metrics)
-        if val_acc > best_acc:
-            best_acc, best_epoch = val_acc, epoch + 1
+        if val_balanced > best_acc:  # classes are imbalanced: the best epoch is the best on every class
+            best_acc, best_epoch = val_balanced, epoch + 1
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         state = dict(
             optimizer=optimizer,

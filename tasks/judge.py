@@ -132,6 +132,7 @@ def train_judge_run(
         metrics.update(
             train_accuracy=train_report["accuracy"],
             best_val_acc=result.metrics["val_acc"],
+            best_val_balanced_acc=result.metrics.get("val_balanced_acc", float("nan")),
             best_epoch=result.metrics["best_epoch"],
         )
         mlflow.log_metrics(metrics)

@@ -61,7 +61,26 @@ def test_training_lowers_the_loss_on_a_toy_task():
     assert [s for s, _ in logged] == [1, 2, 3, 4] and steps[-1] == (24, 24)
     assert not result.model.training
     best = int(result.metrics["best_epoch"])
-    assert result.history[best - 1]["val_acc"] == max(h["val_acc"] for h in result.history) == result.metrics["val_acc"]
+    balanced = [h["val_balanced_acc"] for h in result.history]  # the best epoch is chosen on every class
+    assert result.history[best - 1]["val_balanced_acc"] == max(balanced) == result.metrics["val_balanced_acc"]
+
+
+def test_class_weights_make_every_class_count_equally():
+    labels = np.array([0, 0, 0, 1, 2])  # class 3 absent
+    w = judge.class_weights(labels, 4, 1.0).numpy()
+    # n_c ** -1 = (1/3, 1, 1, -), scaled so the weights summed over the 5 images are 5: (5/9, 5/3, 5/3, 0)
+    np.testing.assert_allclose(w, [5 / 9, 5 / 3, 5 / 3, 0.0], rtol=1e-6)
+    assert judge.class_weights(labels, 4, 0.0) is None  # plain cross-entropy
+
+
+def test_validation_reports_balanced_accuracy_beside_accuracy():
+    model = judge.MorphologyCNN(TINY)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor([5.0] + [0.0] * (TINY.num_classes - 1)))  # always answers class 0
+    images = torch.zeros(4, TINY.image_size, TINY.image_size, 3, dtype=torch.uint8)
+    _, acc, balanced = judge._evaluate(model, images, torch.tensor([0, 0, 0, 1]), 2)
+    assert acc == 0.75 and balanced == 0.5  # recall 1 for class 0, 0 for class 1
 
 
 def test_training_resumes_exactly_from_its_checkpoint(tmp_path):

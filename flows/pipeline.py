@@ -6,13 +6,18 @@ Deployments in prefect.yaml run this one flow with different ``stages``: ``galax
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Literal, Optional
 
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from tasks.data import DEFAULT_SYNTH_N, prepare_task
+from tasks.data import DEFAULT_SYNTH_N, prepare_task, resolve_source
 from tasks.summary import publish_summary
+
+#: The 50 real labelled Galaxy10 images a checkout of this project may sit beside (never training data).
+REAL_DEV_FILE = Path(__file__).resolve().parents[2] / "shared" / "real-dev" / "galaxy10_real_dev.h5"
 
 Stage = Literal["data", "vqvae", "atlas", "prior", "samples", "judge", "evaluate", "sweep"]
 ALL_STAGES: tuple[str, ...] = ("data", "vqvae", "atlas", "prior", "samples", "judge", "evaluate")
@@ -41,9 +46,25 @@ class PipelineConfig(BaseModel):
     prior_overrides: dict = Field(default_factory=dict)
     judge_overrides: dict = Field(default_factory=dict)
     limit: Optional[int] = Field(None, ge=16, description="use only the first N images of each split (smoke tests)")
+    real: Optional[str] = Field(
+        None,
+        description="a labelled real Galaxy10-format .h5: the judge is scored on it and a synthetic source is "
+        "compared with it (realism report); default: $GALAXY_REAL, else the real dev file when present",
+    )
     sweep_trials: int = Field(8, ge=1, description="trials to finish; W workers may finish up to W - 1 more")
     sweep_workers: int = Field(2, ge=1)
     sweep_storage: Optional[str] = Field(None, description="Optuna RDB URL; default sqlite:///mlflow/optuna.db")
+
+
+def real_file(config: PipelineConfig) -> str | None:
+    """The real labelled file to measure against: the setting, else $GALAXY_REAL ('' turns it off), else the
+    real dev file beside the checkout when it exists, else None."""
+    if config.real:
+        return config.real
+    env = os.environ.get("GALAXY_REAL")
+    if env is not None:
+        return env or None
+    return str(REAL_DEV_FILE) if REAL_DEV_FILE.is_file() else None
 
 
 def needs(config: PipelineConfig, *stages: str) -> bool:
@@ -58,6 +79,7 @@ def galaxy(config: PipelineConfig = PipelineConfig()) -> dict:
     from tasks.evaluate import evaluate_task
     from tasks.judge import train_judge_task
     from tasks.prior import train_prior_task
+    from tasks.realism import realism_task
     from tasks.samples import sampling_grids_task
     from tasks.sweep import sweep_task
     from tasks.vqvae import train_vqvae_task
@@ -68,6 +90,12 @@ def galaxy(config: PipelineConfig = PipelineConfig()) -> dict:
         config.source, config.data_dir, size=config.size, seed=config.seed, synthetic_n=config.synthetic_n
     )
     results["data"] = {"data_dir": data_dir}
+    real = real_file(config)
+    if real and config.source == "synthetic" and config.stages != ["data"]:
+        synthetic, _ = resolve_source(config.source, synthetic_n=config.synthetic_n, seed=config.seed)
+        realism = realism_task(real, str(synthetic), str(Path(data_dir) / "realism"), size=config.size)
+        results["realism"] = realism.summary()
+        log.info(realism.last_line)
 
     if needs(config, "vqvae", "atlas", "prior", "samples", "evaluate"):
         overrides = {"seed": config.seed, **config.vqvae_overrides}
@@ -86,7 +114,9 @@ def galaxy(config: PipelineConfig = PipelineConfig()) -> dict:
         results["samples"] = {"run_id": results["prior"]["run_id"], "metrics": {}, "note": "grids under samples/"}
     if needs(config, "judge", "evaluate"):
         overrides = {"seed": config.seed, **config.judge_overrides}
-        results["judge"] = train_judge_task(data_dir, config.judge_preset, config.judge_epochs, overrides, config.limit)
+        results["judge"] = train_judge_task(
+            data_dir, config.judge_preset, config.judge_epochs, overrides, config.limit, real=real
+        )
     if needs(config, "evaluate"):
         results["evaluate"] = evaluate_task(
             results["prior"]["model_uri"], data_dir, results["judge"]["model_uri"], limit=config.limit, seed=config.seed

@@ -67,8 +67,10 @@ def realism_report(
     size: int = DEFAULT_SIZE,
     limit: int | None = DEFAULT_LIMIT,
     seed: int = 0,
+    log: bool | None = None,
 ) -> RealismResult:
-    """Measure both files, compare them, write the report into ``out``, log it when a tracking URI is set."""
+    """Measure both files, compare them, write the report into ``out``; log it to MLflow when ``log`` (None: when
+    a tracking URI is set, as the command line does; the pipeline always logs)."""
     # both files checked before either is measured: a bad one fails at once
     sources = [validate_h5(path, require_labels=False) for path in (real, synthetic)]
     measured = []
@@ -82,7 +84,8 @@ def realism_report(
     files = write_report(report, real_m, synthetic_m, out)
     metrics = report_metrics(report)
     run_id = None
-    if os.environ.get("MLFLOW_TRACKING_URI"):
+    if log or (log is None and os.environ.get("MLFLOW_TRACKING_URI")):
+        tracking.setup()
         run_id = log_report(report, metrics, files)
     worst, worst_auc = report.worst
     return RealismResult(
@@ -128,9 +131,9 @@ def realism_task(
     limit: int | None = DEFAULT_LIMIT,
     seed: int = 0,
 ) -> RealismResult:
-    """The realism report of ``synthetic`` against ``real`` in ``out`` (and MLflow when a URI is set)."""
+    """The realism report of ``synthetic`` against ``real`` in ``out``, logged to MLflow."""
     from prefect import get_run_logger
 
-    result = realism_report(real, synthetic, out, size=size, limit=limit, seed=seed)
+    result = realism_report(real, synthetic, out, size=size, limit=limit, seed=seed, log=True)
     get_run_logger().info(result.last_line)
     return result

@@ -89,3 +89,43 @@ def test_sweep_stage_runs_through_the_flow(prefect_server, mlflow_store, tmp_pat
     parent = mlflow.get_run(sweep["parent_run_id"])
     assert "best_val_mse" in parent.data.metrics
     assert sweep["model_uri"] == "models:/galaxy-vqvae/1"
+
+
+def test_real_file_comes_from_the_setting_then_galaxy_real_then_the_dev_file(monkeypatch, tmp_path):
+    import flows.pipeline as P
+
+    dev = tmp_path / "dev.h5"
+    monkeypatch.setattr(P, "REAL_DEV_FILE", dev)
+    monkeypatch.delenv("GALAXY_REAL", raising=False)
+    assert P.real_file(PipelineConfig()) is None  # no setting, no variable, no dev file
+    dev.touch()
+    assert P.real_file(PipelineConfig()) == str(dev)
+    monkeypatch.setenv("GALAXY_REAL", "")
+    assert P.real_file(PipelineConfig()) is None  # '' turns it off
+    monkeypatch.setenv("GALAXY_REAL", "/data/other.h5")
+    assert P.real_file(PipelineConfig()) == "/data/other.h5"
+    assert P.real_file(PipelineConfig(real="/data/mine.h5")) == "/data/mine.h5"
+
+
+def test_a_real_file_adds_the_realism_report_and_scores_the_judge_on_it(prefect_server, mlflow_store, tmp_path):
+    real = make_galaxy10(tmp_path / "real.h5", n=30, side=64, seed=1)
+    config = PipelineConfig(
+        source="synthetic",
+        synthetic_n=40,
+        data_dir=str(tmp_path / "prepared"),
+        size=32,
+        stages=["data", "judge"],
+        judge_epochs=1,
+        judge_overrides=TINY_JUDGE,
+        real=str(real),
+    )
+    results = galaxy(config)
+    realism = results["realism"]
+    assert 0.0 <= realism["metrics"]["realism_auc"] <= 1.0
+    client = mlflow.MlflowClient()
+    run = client.get_run(realism["run_id"])
+    assert client.get_experiment(run.info.experiment_id).name == "galaxy-data"
+    assert run.data.metrics["realism_auc"] == realism["metrics"]["realism_auc"]
+    judge = client.get_run(results["judge"]["run_id"]).data.metrics
+    assert 0.0 <= judge["judge_real_balanced_accuracy"] <= 1.0
+    assert "judge_real_balanced_accuracy" in results["judge"]["metrics"]

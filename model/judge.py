@@ -56,6 +56,7 @@ class JudgeConfig(Config):
     input_pool: int = 1  # average-pool the input by this factor first (2: a 128-px image is seen at 64 px, 4x cheaper)
     widths: tuple[int, ...] = (32, 64, 128, 256)  # channels of each conv stage (each halves H, W); F = widths[-1]
     dropout: float = 0.2  # dropout on the pooled features before the linear head
+    symmetric: bool = False  # judge each image as the mean over its 8 flips and rotations (exactly invariant)
     epochs: int = 20  # passes over the training split
     batch_size: int = 128  # images per optimizer step
     lr: float = 2e-3  # peak AdamW learning rate (one-cycle schedule)
@@ -72,10 +73,23 @@ class JudgeConfig(Config):
 #: Named presets (model.config.from_preset): "demo" trains in minutes on a CPU, "article" is the full-size judge.
 PRESETS: dict[str, JudgeConfig] = {
     "demo": JudgeConfig(
-        input_pool=2, widths=(16, 32, 64, 128), epochs=12, batch_size=64, dropout=0.1, nuisance=1.0, class_balance=1.0
+        input_pool=2,
+        widths=(16, 32, 64, 128),
+        epochs=12,
+        batch_size=64,
+        dropout=0.1,
+        nuisance=1.0,
+        class_balance=1.0,
+        symmetric=True,
     ),
     "article": JudgeConfig(
-        widths=(32, 64, 128, 256), epochs=30, batch_size=128, dropout=0.2, nuisance=1.0, class_balance=1.0
+        widths=(32, 64, 128, 256),
+        epochs=30,
+        batch_size=128,
+        dropout=0.2,
+        nuisance=1.0,
+        class_balance=1.0,
+        symmetric=True,
     ),
 }
 
@@ -122,6 +136,14 @@ class MorphologyCNN(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, 3, H, W) in [-1, 1] -> pooled features (B, F)."""
         return self.blocks(self.pool(x)).mean(dim=(2, 3))  # (B, F)
+
+    def symmetric_features(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, 3, H, W) -> features (B, F) averaged over the 8 symmetries of the square: the same for any
+        flip or 90-degree rotation of the image (morphology has no orientation)."""
+        views = [x, x.flip(3)]
+        views += [v.flip(2) for v in views]
+        views += [v.transpose(2, 3) for v in views]  # the dihedral group D4: 8 views
+        return torch.stack([self.features(v) for v in views]).mean(dim=0)  # (B, F)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, 3, H, W) in [-1, 1] -> logits (B, K)."""
@@ -286,7 +308,7 @@ def predict(
     with evaluating(model):
         for s in range(0, len(images), batch_size):
             x = uint8_to_unit(as_tensor(images[s : s + batch_size], device))  # (B, 3, H, W)
-            f = model.features(x)  # (B, F)
+            f = model.symmetric_features(x) if model.config.symmetric else model.features(x)  # (B, F)
             probs.append(F.softmax(model.head(f).float(), dim=1).cpu())
             feats.append(f.float().cpu())
     k, d = model.config.num_classes, model.feature_dim

@@ -264,3 +264,17 @@ def test_training_applies_survey_nuisances_only_when_switched_on():
 
     assert not same(weights(nuisance=0.0), weights(nuisance=1.0))
     assert same(weights(nuisance=0.0, augment=False), weights(nuisance=1.0, augment=False))
+
+
+def test_a_symmetric_judge_gives_every_flip_and_rotation_the_same_verdict():
+    config = dataclasses.replace(TINY, symmetric=True)
+    model = judge.MorphologyCNN(config)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (1, config.image_size, config.image_size, 3), dtype=np.uint8)  # no symmetry
+    views = [image, image[:, ::-1], image[:, :, ::-1], np.rot90(image, 1, axes=(1, 2)), np.rot90(image, 3, axes=(1, 2))]
+    probs = [judge.predict(model, np.ascontiguousarray(v))[0] for v in views]
+    for p in probs[1:]:
+        np.testing.assert_allclose(p, probs[0], rtol=1e-4, atol=1e-6)
+    plain = judge.MorphologyCNN(dataclasses.replace(TINY, symmetric=False))
+    plain.load_state_dict(model.state_dict())
+    assert not np.allclose(judge.predict(plain, views[3])[0], judge.predict(plain, image)[0], atol=1e-6)

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from cli.common import user_errors
+from model.errors import UserError
 
 app = typer.Typer(no_args_is_help=True, help="Galaxy10 data: synthesize, prepare, inspect.")
 
@@ -22,6 +23,8 @@ def data_synth(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Rendering processes (default: CPU count)."),
 ) -> None:
     """Render a synthetic Galaxy10-format file with GalSim."""
+    if not out.parent.is_dir():  # checked before the heavy imports: a typo fails in a second
+        raise UserError(out.parent, "output folder does not exist")
     from tasks.data import synth_file
 
     path = synth_file(n, size, seed, out=out, workers=workers)
@@ -38,6 +41,9 @@ def data_prepare(
     n: int = typer.Option(3000, "--n", min=1, help="Images in the synthetic set (only for --source synthetic)."),
 ) -> None:
     """Resize, split and store a Galaxy10-format source (cached by content hash)."""
+    from model.source import parse_source
+
+    parse_source(source)  # before the heavy imports: a typo fails in a second
     from tasks.data import prepare_dataset
 
     result = prepare_dataset(source, out, size=size, seed=seed, synthetic_n=n)

@@ -20,12 +20,12 @@ def atlas_cmd(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """The codebook atlas (code usage, heads and tails, single codes, t-SNE, random codes) as an MLflow run."""
-    from tasks.atlas import atlas_run
-
     try:
         chosen = [int(c) for c in codes.split(",") if c.strip()]
     except ValueError:
         raise UserError("--codes", f"{codes!r} is not a comma-separated list of integers") from None
+    from tasks.atlas import atlas_run  # after the arguments are checked: a typo fails in a second
+
     result = atlas_run(vqvae, data, codes=chosen, limit=limit, seed=seed)
     m = result["metrics"]
     typer.echo(

@@ -48,6 +48,17 @@ class Galaxy10File:
     labelled: bool = True
 
 
+def parse_source(source: str) -> tuple[str, Path | None]:
+    """``synthetic``, ``h5:PATH`` or ``astronn`` -> (kind, the path for h5 else None); a UserError otherwise."""
+    if source in ("synthetic", "astronn"):
+        return source, None
+    if source.startswith("h5:"):
+        if not source[3:]:
+            raise UserError(None, "--source h5: needs a path, e.g. h5:~/data/Galaxy10_DECals.h5")
+        return "h5", Path(source[3:]).expanduser()
+    raise UserError(None, f"--source {source!r}: expected synthetic, h5:PATH or astronn")
+
+
 def open_h5(path: Path):
 
     if not path.exists():

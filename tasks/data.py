@@ -49,16 +49,12 @@ def synth_file(n: int, size: int, seed: int, out: str | Path | None = None, work
 
 def resolve_source(source: str, *, synthetic_n: int = DEFAULT_SYNTH_N, seed: int = DEFAULT_SEED) -> tuple[Path, str]:
     """Turn ``synthetic``, ``h5:PATH`` or ``astronn`` into (an .h5 path, a label for run names)."""
-    if source == "synthetic":
+    kind, path = S.parse_source(source)
+    if kind == "synthetic":
         return synth_file(synthetic_n, 256, seed), f"synthetic-n{synthetic_n}-s{seed}"
-    if source.startswith("h5:"):
-        path = Path(source[3:]).expanduser()
-        if not source[3:]:
-            raise UserError(None, "--source h5: needs a path, e.g. h5:~/data/Galaxy10_DECals.h5")
+    if kind == "h5":
         return path, path.name
-    if source == "astronn":
-        return S.astronn_file(), "astronn"
-    raise UserError(None, f"--source {source!r}: expected synthetic, h5:PATH or astronn")
+    return S.astronn_file(), "astronn"
 
 
 def prepare_dataset(

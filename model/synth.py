@@ -281,7 +281,7 @@ def _apparent_size(label: int, rng: np.random.Generator) -> float:
         5: (14, 36),
         6: (13, 32),
         7: (12, 32),
-        8: (16, 36),
+        8: (20, 44),
         9: (12, 30),
     }[label]
     return math.exp(rng.uniform(math.log(lo), math.log(hi))) * PX

@@ -70,27 +70,14 @@ class JudgeConfig(Config):
     eval_batch_size: int = 256  # images per forward in validation and predict
 
 
+#: What makes a judge key on morphology rather than on one survey's rendering, in both presets (the field
+#: defaults stay off so that configs stored before these fields existed load as what they were).
+ROBUST = dict(nuisance=1.0, class_balance=1.0, symmetric=True)
+
 #: Named presets (model.config.from_preset): "demo" trains in minutes on a CPU, "article" is the full-size judge.
 PRESETS: dict[str, JudgeConfig] = {
-    "demo": JudgeConfig(
-        input_pool=2,
-        widths=(16, 32, 64, 128),
-        epochs=12,
-        batch_size=64,
-        dropout=0.1,
-        nuisance=1.0,
-        class_balance=1.0,
-        symmetric=True,
-    ),
-    "article": JudgeConfig(
-        widths=(32, 64, 128, 256),
-        epochs=30,
-        batch_size=128,
-        dropout=0.2,
-        nuisance=1.0,
-        class_balance=1.0,
-        symmetric=True,
-    ),
+    "demo": JudgeConfig(input_pool=2, widths=(16, 32, 64, 128), epochs=12, batch_size=64, dropout=0.1, **ROBUST),
+    "article": JudgeConfig(widths=(32, 64, 128, 256), epochs=30, batch_size=128, dropout=0.2, **ROBUST),
 }
 
 

@@ -54,9 +54,9 @@ def parse_source(source: str) -> tuple[str, Path | None]:
         return source, None
     if source.startswith("h5:"):
         if not source[3:]:
-            raise UserError(None, "--source h5: needs a path, e.g. h5:~/data/Galaxy10_DECals.h5")
+            raise UserError("source", "h5: needs a path, e.g. h5:~/data/Galaxy10_DECals.h5")
         return "h5", Path(source[3:]).expanduser()
-    raise UserError(None, f"--source {source!r}: expected synthetic, h5:PATH or astronn")
+    raise UserError("source", f"{source!r}: expected synthetic, h5:PATH or astronn")
 
 
 def open_h5(path: Path):

@@ -37,21 +37,30 @@ def sed(g_r: float, r_z: float) -> np.ndarray:
 # Observed-frame colours at Galaxy10's redshifts (z ~ 0.02-0.15): the red sequence sits at g-r ~ 0.75-0.95,
 # star-forming disks at 0.45-0.75 and young star-forming regions bluer still (SDSS / Legacy Survey colour-
 # morphology relations: Strateva et al. 2001, Blanton & Moustakas 2009). The ranges overlap, as real ones do.
+# g-r and r-z move together along the galaxy colour locus (both follow stellar age and dust): drawn apart, a
+# red g-r with a blue r-z renders green in the viewer's colours, which real galaxies never are.
+LOCUS_SLOPE, LOCUS_OFFSET, LOCUS_SCATTER = 0.55, 0.05, 0.04  # r-z = 0.55 (g-r) + 0.05, scatter 0.04 mag
+
+
+def locus_colour(rng: np.random.Generator, g_r: tuple[float, float]) -> np.ndarray:
+    """Flux ratios of a galaxy population with g-r uniform in the range and r-z on the colour locus."""
+    gr = rng.uniform(*g_r)
+    return sed(gr, LOCUS_SLOPE * gr + LOCUS_OFFSET + rng.normal(0.0, LOCUS_SCATTER))
 
 
 def red_colour(rng: np.random.Generator) -> np.ndarray:
     """An old, yellow-red population (bulges, ellipticals)."""
-    return sed(rng.uniform(0.72, 1.05), rng.uniform(0.38, 0.62))
+    return locus_colour(rng, (0.72, 1.05))
 
 
 def disk_colour(rng: np.random.Generator) -> np.ndarray:
     """A mixed-age disk population (yellow-white)."""
-    return sed(rng.uniform(0.45, 0.8), rng.uniform(0.25, 0.48))
+    return locus_colour(rng, (0.45, 0.8))
 
 
 def blue_colour(rng: np.random.Generator) -> np.ndarray:
     """A young star-forming population (bluish-white arms and knots)."""
-    return sed(rng.uniform(0.22, 0.55), rng.uniform(0.06, 0.3))
+    return locus_colour(rng, (0.22, 0.55))
 
 
 # ---------------------------------------------------------------- the scene

@@ -50,10 +50,14 @@ def store_identity() -> str:
 
 
 def _absolute(parameters: dict) -> dict:
+    """Paths made absolute; a real file to score on also stands for its size and modification time."""
     out = dict(parameters)
-    for key in ("data_dir", "out"):
+    for key in ("data_dir", "out", "real"):
         if isinstance(out.get(key), (str, os.PathLike)):
             out[key] = str(Path(out[key]).resolve())
+    if out.get("real") and Path(out["real"]).is_file():
+        stat = Path(out["real"]).stat()
+        out["real"] = f"{out['real']}#{stat.st_size}#{stat.st_mtime_ns}"
     return out
 
 

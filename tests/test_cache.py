@@ -59,3 +59,20 @@ def test_prepare_is_not_cached_while_its_output_is_absent(tmp_path):
             name = "prepare-data"
 
     assert cache.prepare_cache_key(Ctx, {"out": str(tmp_path / "none"), "source": "synthetic"}) is None
+
+
+def test_key_changes_when_the_real_file_is_replaced_or_named_from_another_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache, "store_identity", lambda: "store")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "real.h5").write_bytes(b"first")
+    (tmp_path / "b" / "real.h5").write_bytes(b"other")
+    params = {"data_dir": None, "real": "real.h5"}
+    monkeypatch.chdir(tmp_path / "a")
+    key = cache.key_of("train-judge", params, None)
+    assert cache.key_of("train-judge", params, None) == key
+    monkeypatch.chdir(tmp_path / "b")
+    assert cache.key_of("train-judge", params, None) != key  # same relative name, another file
+    monkeypatch.chdir(tmp_path / "a")
+    (tmp_path / "a" / "real.h5").write_bytes(b"replaced, longer")
+    assert cache.key_of("train-judge", params, None) != key  # the file at that path changed

@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
-exec .venv/bin/python -m pytest -n "${GALAXY_TEST_WORKERS:-2}" "$@"
+exec .venv/bin/python -m pytest -n "${GALAXY_TEST_WORKERS:-2}" --dist loadgroup "$@"

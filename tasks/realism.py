@@ -85,7 +85,6 @@ def realism_report(
     metrics = report_metrics(report)
     run_id = None
     if log or (log is None and os.environ.get("MLFLOW_TRACKING_URI")):
-        tracking.setup()
         run_id = log_report(report, metrics, files)
     worst, worst_auc = report.worst
     return RealismResult(

@@ -35,7 +35,7 @@ def evaluate_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", min=2, help="Use only the first N images of each real split."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the samples and the floor's training subset."),
 ) -> None:
-    """Judge a sampler: class-conditional accuracy against cfg_scale and Fréchet distances, logged to MLflow."""
+    """Judge a sampler: class-balanced accuracy against cfg_scale and Fréchet distances, with 95 % intervals."""
     if per_class < 2:
         raise UserError("--per-class", f"{per_class} is too few: a Fréchet distance needs at least 2 images per class")
     cfg_values = _parse_cfg(cfg)
@@ -49,6 +49,6 @@ def evaluate_cmd(
     typer.echo(f"run {result['run_id']} (experiment galaxy-evaluate): figures under evaluate/")
     typer.echo(result["summary"])
     if result["notes"]:
-        typer.echo(
-            f"note: {len(result['notes'])} per-class Fréchet distances skipped (too few images), see evaluate/notes.txt"
-        )
+        typer.echo(f"note: {len(result['notes'])} notes on skipped Fréchet distances, see evaluate/notes.txt")
+    if result["promoted"]:
+        typer.echo(f"{model} is now galaxy-sampler@champion: the judge rates its samples above the champion's")

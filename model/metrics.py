@@ -93,14 +93,24 @@ def balanced_accuracy(report: dict[str, Any]) -> float:
     return float(np.mean(np.asarray(report["recall"])[present])) if present.any() else float("nan")
 
 
+def balanced_hit_rate(hit: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over the classes present in ``labels`` of the fraction of ``hit`` (N,) that is true; NaN if N = 0."""
+    hit, labels = np.asarray(hit, dtype=np.float64), np.asarray(labels)
+    classes, inverse = np.unique(labels, return_inverse=True)
+    if not len(classes):
+        return float("nan")
+    return float(np.mean(np.bincount(inverse, weights=hit) / np.bincount(inverse)))
+
+
 def conditional_accuracy(probs: np.ndarray, target_labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, float]:
-    """Fraction of samples judged as the class they were generated for: per class (K,; NaN without samples), overall."""
+    """Fraction of images judged as their class: per class (K,; NaN without images), and class-balanced (the mean
+    of the per-class fractions over the classes present, so a class counts the same whatever its size)."""
     target_labels = np.asarray(target_labels)
     hit = np.asarray(probs).argmax(axis=1) == target_labels  # (N,)
     per_class = np.array(
         [hit[target_labels == c].mean() if (target_labels == c).any() else np.nan for c in range(num_classes)]
     )
-    return per_class, float(hit.mean()) if hit.size else float("nan")
+    return per_class, balanced_hit_rate(hit, target_labels)
 
 
 def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -191,8 +201,30 @@ def per_class_frechet(
     return out
 
 
-def balanced_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
-    """Sorted row numbers of up to ``per_class`` randomly chosen images of each class (seeded)."""
-    rng = np.random.default_rng(seed)
-    rows = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
-    return np.sort(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
+# --------------------------------------------------------------------------------------------------
+# a feature space the sample size supports
+
+
+class PCA(NamedTuple):
+    """A linear projection onto the leading principal directions of a set of features."""
+
+    mean: np.ndarray  # (F,)
+    components: np.ndarray  # (F, d) orthonormal columns, by decreasing variance
+    explained: float  # fraction of the fitted features' variance the d directions keep
+
+    def project(self, features: np.ndarray) -> np.ndarray:
+        """(N, F) -> (N, d)."""
+        return (np.asarray(features, dtype=np.float64) - self.mean) @ self.components
+
+
+def fit_pca(features: np.ndarray, dims: int) -> PCA:
+    """PCA of (N, F) features keeping ``dims`` directions (at most min(N - 1, F))."""
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or len(features) < 2:
+        raise ValueError(f"need (N >= 2, F) features to fit a PCA, got {features.shape}")
+    dims = max(1, min(int(dims), len(features) - 1, features.shape[1]))
+    mean = features.mean(axis=0)
+    _, s, vt = np.linalg.svd(features - mean, full_matrices=False)  # s: (min(N, F),), vt: (min(N, F), F)
+    variance = s**2
+    explained = float(variance[:dims].sum() / variance.sum()) if variance.sum() > 0 else 1.0
+    return PCA(mean, vt[:dims].T, explained)

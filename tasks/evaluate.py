@@ -1,20 +1,19 @@
 """Evaluate stage (SPEC E1): score a registered sampler with the registered judge, in one MLflow run.
 
-``evaluate_run`` asks the sampler for ``per_class`` images of every class at each cfg_scale and measures,
-in one run of the experiment "galaxy-evaluate":
+``evaluate_run`` asks the sampler for ``per_class`` images of every class at each cfg_scale and measures, in one
+run of the experiment "galaxy-evaluate", what ``model.evaluation`` describes: class-balanced accuracy of the
+samples against cfg_scale beside the judge on real test images and on their VQ-VAE reconstructions, and the Fréchet
+distance of the samples to the test split beside a floor (real training images) and a ceiling (reconstructions of
+other training images), with as many images per class in each, and a bootstrap 95 % interval on every headline.
 
-- class-conditional accuracy: the fraction of samples the judge assigns to the class they were asked for;
-- the Fréchet distance (FD) between judge features of generated and held-out real (test) images, per
-  class and overall, beside a floor (real training images against the same test images, as many per
-  class as were generated) and a ceiling (the sampler's own VQ-VAE reconstructions of the test images,
-  whose accuracy and FD bound what any prior on those codes can reach).
-
-The numbers are computed by ``model.evaluation.score``; this stage samples, logs and draws.
+The result is also written on the sampler's own run (``eval_`` + the name), where the champion rule across
+tokenizers reads it (``tasks.registry.promote_sampler_by_samples``).
 """
 
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,28 @@ import numpy as np
 from mlflow.models import get_model_info
 from prefect import task
 
+from model.bootstrap import REPLICATES
 from model.data import load_prepared
 from model.errors import UserError
-from model.evaluation import CEILING, FLOOR, Scores, Verdicts, cfg_tag, score, summary_rows, summary_text
+from model.evaluation import (
+    CEILING,
+    FLOOR,
+    REAL_ACC,
+    RECON_ACC,
+    Scores,
+    Verdicts,
+    acc_name,
+    cfg_tag,
+    fd_name,
+    headline_names,
+    plan,
+    score,
+    summary_rows,
+    summary_text,
+)
 from model.galaxy10 import CLASS_NAMES
 from model.judge import predict
-from model.metrics import balanced_subset, classification_report
+from model.metrics import classification_report
 from model.plotting.evaluation import accuracy_curve_figure, confusion_figure, frechet_bars_figure
 from model.plotting.grids import metrics_table_figure
 from model.sampling import sample
@@ -69,8 +84,11 @@ def evaluate_run(
     fd_cfg: float = FD_CFG,
     limit: int | None = None,
     seed: int = 0,
+    replicates: int = REPLICATES,
 ) -> dict[str, Any]:
-    """Judge a sampler's class-conditional samples against real images; {run_id, metrics, all_metrics, summary}."""
+    """Judge a sampler's class-conditional samples against real images.
+
+    Returns {run_id, metrics (headline numbers with _lo / _hi), all_metrics, notes, summary, promoted}."""
     cfg_values = check_settings(per_class, cfg_values, fd_cfg)
     tracking.setup()
     data = load_prepared(data_dir)
@@ -89,8 +107,10 @@ def evaluate_run(
     if len(test_x) < 2:
         raise UserError(data_dir, f"the test split holds {len(test_x)} images: too few to compare with")
     train_rows = data.indices("train")[:limit]
-    floor_rows = train_rows[balanced_subset(data.labels[train_rows], per_class, seed)]  # only these images are read
-    floor_x, floor_y = np.asarray(data.images[floor_rows]), data.labels[floor_rows].astype(np.int64)
+    chosen = plan(data.labels[train_rows], k, per_class, seed)
+    rows = {name: train_rows[getattr(chosen, f"{name}_rows")] for name in ("floor", "ceiling", "pca")}  # dataset rows
+    images = {name: np.asarray(data.images[r]) for name, r in rows.items()}  # only these training images are read
+    labels = {name: data.labels[r].astype(np.int64) for name, r in rows.items()}
     requested = np.repeat(np.arange(k), per_class)  # (N,) the class asked for, per_class of each
     sweep = list(dict.fromkeys([*cfg_values, fd_cfg]))  # fd_cfg sampled once even when it is on the curve
     names = list(CLASS_NAMES[:k])
@@ -114,23 +134,35 @@ def evaluate_run(
                 "limit": limit,
                 "seed": seed,
                 "n_test": len(test_x),
-                "n_floor_train": len(floor_x),
+                "n_floor": len(rows["floor"]),
+                "n_ceiling": len(rows["ceiling"]),
+                "n_pca_fit": len(rows["pca"]),
+                "accuracy": "class-balanced (mean per-class recall)",
                 "fd_weighting": "class-balanced",
+                "bootstrap": f"{replicates} stratified replicates, 95% percentile intervals",
             }
         )
-        test, floor = judged(test_x, test_y), judged(floor_x, floor_y)
-        recon = judged(reconstruct_images(vqvae, test_x, device=device), test_y)
+        for name, r in rows.items():
+            tracking.log_array(r, f"evaluate/{name}_rows.npy")
+        tracking.log_array(data.indices("test")[:limit], "evaluate/test_rows.npy")
+        test = judged(test_x, test_y)
+        recon_test = judged(reconstruct_images(vqvae, test_x, device=device), test_y)
+        floor = judged(images["floor"], labels["floor"])
+        ceiling = judged(reconstruct_images(vqvae, images["ceiling"], device=device), labels["ceiling"])
+        pca_features = predict(judge, images["pca"])[1] if len(images["pca"]) else np.zeros((0, 1))
         steps = -(-len(requested) // 256) * prior.seq_len  # token steps per cfg_scale
         generated: dict[float, Verdicts] = {}
         with bar(total=len(sweep) * steps, desc="sampling for evaluation", unit="tok") as pbar:
             for i, cfg in enumerate(sweep):
                 progress = lambda n, base=i * steps: pbar.update(base + n - pbar.n)  # noqa: E731
-                images = sample(prior, vqvae, requested, cfg_scale=cfg, seed=seed, progress=progress).images
-                generated[cfg] = judged(images, requested)
+                samples = sample(prior, vqvae, requested, cfg_scale=cfg, seed=seed, progress=progress).images
+                generated[cfg] = judged(samples, requested)
                 tracking.log_array(generated[cfg].probs.argmax(1), f"evaluate/predictions_cfg{cfg_tag(cfg)}.npy")
-        scores = score(test, floor, recon, generated, cfg_values, fd_cfg, names)
+        scores = score(
+            test, recon_test, floor, ceiling, generated, pca_features, cfg_values, fd_cfg, names, replicates, seed
+        )
         mlflow.log_metrics({key: v for key, v in scores.metrics.items() if np.isfinite(v)})
-        log_figures(scores, test, recon, generated[fd_cfg], cfg_values, fd_cfg, names)
+        log_figures(scores, test, recon_test, generated[fd_cfg], cfg_values, fd_cfg, names)
         summary = summary_text(scores.metrics, cfg_values, fd_cfg, k)
         as_json = {key: (v if math.isfinite(v) else None) for key, v in scores.metrics.items()}  # NaN is not JSON
         record = {
@@ -143,15 +175,19 @@ def evaluate_run(
         mlflow.log_dict(record, "evaluate/summary.json")
         if scores.notes:
             mlflow.log_text("\n".join(scores.notes) + "\n", "evaluate/notes.txt")
-            mlflow.set_tag("notes", "some per-class FDs skipped for want of images (see evaluate/notes.txt)")
-    keys = (*(f"cond_acc_cfg{cfg_tag(c)}" for c in cfg_values), *scores.fd, "recon_accuracy", "real_test_accuracy")
+            mlflow.set_tag("notes", "some Fréchet distances skipped or approximated (see evaluate/notes.txt)")
+    keys = [name for n in headline_names(cfg_values, fd_cfg) for name in (n, f"{n}_lo", f"{n}_hi")]
     headline = {key: scores.metrics[key] for key in keys}
+    registry.record_sample_scores(sampler_uri, {f"eval_{k}": v for k, v in headline.items() if math.isfinite(v)})
+    by = acc_name(fd_cfg)
+    promoted = registry.promote_sampler_by_samples(sampler_uri, f"eval_{by}", scores.metrics[by])
     return {
         "run_id": active.info.run_id,
         "metrics": headline,
         "all_metrics": scores.metrics,
         "notes": scores.notes,
         "summary": summary,
+        "promoted": promoted,
     }
 
 
@@ -165,9 +201,19 @@ def log_figures(
     names: Sequence[str],
 ) -> None:
     """The evaluation's figures and arrays under evaluate/ in the active run."""
-    k = len(names)
+    k, m = len(names), scores.metrics
+
+    def band(name: str) -> tuple[float, float, float]:
+        return m[name], m[f"{name}_lo"], m[f"{name}_hi"]
+
     curve = accuracy_curve_figure(
-        cfg_values, scores.accuracy_per_class, scores.accuracy, scores.real_accuracy[1], scores.recon_accuracy[1], names
+        cfg_values,
+        scores.accuracy_per_class,
+        scores.accuracy,
+        [scores.intervals[acc_name(c)] for c in cfg_values],
+        band(REAL_ACC),
+        band(RECON_ACC),
+        names,
     )
     tracking.log_figure(curve, "evaluate/class_accuracy_vs_cfg.png")
     confusion = classification_report(generated.labels, generated.probs.argmax(1), k)["confusion"]
@@ -176,25 +222,27 @@ def log_figures(
     confusion = classification_report(recon.labels, recon.probs.argmax(1), k)["confusion"]
     title = "Judge verdicts on VQ-VAE reconstructions of the test split"
     tracking.log_figure(confusion_figure(confusion, names, title), "evaluate/confusion_recon.png")
-    legend = {
-        f"fd_generated_cfg{cfg_tag(fd_cfg)}": f"generated, cfg {fd_cfg:g}",
-        FLOOR: "floor: real train",
-        CEILING: "ceiling: VQ-VAE recon",
-    }
+    legend = {fd_name(fd_cfg): f"generated, cfg {fd_cfg:g}", FLOOR: "floor: real", CEILING: "ceiling: VQ-VAE recon"}
+    n = int(m["n_per_class_max"])
     bars = frechet_bars_figure(
-        {legend[n]: v for n, v in scores.fd_per_class.items()},
-        {legend[n]: v for n, v in scores.fd.items()},
+        {legend[name]: v for name, v in scores.fd_per_class.items()},
+        {legend[name]: v for name, v in scores.fd.items()},
+        {legend[name]: scores.intervals[name] for name in scores.fd},
         names,
-        "Fréchet distance to the real test images, per class",
+        f"Fréchet distance to the real test images (judge features, {scores.dims} PCA dims, "
+        f"up to {n} images per class in each set)",
     )
-    tracking.log_figure(bars, "evaluate/frechet_per_class.png")
+    tracking.log_figure(bars, "evaluate/frechet.png")
     rows = summary_rows(scores, cfg_values, fd_cfg, names)
-    title = "Evaluation summary: judge accuracy and Fréchet distance (FD) to the test split"
+    title = "Evaluation summary: class-balanced judge accuracy and Fréchet distance (FD) to the test split"
     tracking.log_figure(metrics_table_figure(rows, list(rows[0]), title), "evaluate/summary.png")
     tracking.log_array(generated.labels, "evaluate/requested_labels.npy")
     tracking.log_array(test.labels, "evaluate/test_labels.npy")
-    tracking.log_array(test.features, "evaluate/features_test.npy")
-    tracking.log_array(generated.features, f"evaluate/features_generated_cfg{cfg_tag(fd_cfg)}.npy")
+    with tempfile.TemporaryDirectory() as tmp:  # the reduced features every FD was computed from
+        path = Path(tmp) / "fd_space.npz"
+        arrays = {f"{key}_{part}": a for key, pair in scores.projected.items() for part, a in zip(("z", "y"), pair)}
+        np.savez(path, **arrays)
+        mlflow.log_artifact(str(path), artifact_path="evaluate")
 
 
 @task(name="evaluate", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
@@ -206,6 +254,7 @@ def evaluate_task(
     seed: int = 0,
     per_class: int = PER_CLASS,
 ) -> dict:
-    """Judge a registered sampler (accuracy vs cfg, Fréchet distances); returns {run_id, metrics, summary}."""
+    """Judge a registered sampler (balanced accuracy vs cfg, Fréchet distances, intervals); returns {run_id, metrics,
+    summary, promoted}."""
     result = evaluate_run(sampler_uri, data_dir, judge_uri=judge_uri, per_class=per_class, limit=limit, seed=seed)
-    return {"run_id": result["run_id"], "metrics": result["metrics"], "summary": result["summary"]}
+    return {key: result[key] for key in ("run_id", "metrics", "summary", "promoted")}

@@ -28,6 +28,7 @@ from model.source import blake3_file
 from model.utils import pick_device
 from tasks import registry, tracking
 from tasks.cache import stage_cache_key
+from tasks.champion import ChampionRule
 from tasks.runs import TrainingRun
 
 EXPERIMENT = "galaxy-judge"
@@ -157,7 +158,10 @@ def train_judge_run(
             test_x[:1],
             register_as,
             headline,
-            champion_by=("test_accuracy", metrics["test_accuracy"], True),
+            # chosen on validation data only: the test split is for reporting
+            champion_by=ChampionRule(
+                "best_val_balanced_acc", metrics["best_val_balanced_acc"], True, scope_tag="data_key"
+            ),
         )
 
 

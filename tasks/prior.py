@@ -11,6 +11,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
+from mlflow.models import get_model_info
 from prefect import task
 
 from model.checkpoint import save_checkpoint
@@ -20,6 +21,7 @@ from model.prior import PRESETS
 from model.train_prior import train_prior
 from tasks import registry
 from tasks.cache import stage_cache_key
+from tasks.champion import ChampionRule
 from tasks.runs import TrainingRun
 from tasks.tokens import tokenize_dataset
 
@@ -60,7 +62,7 @@ def train_prior_run(
         resume=resume,
         data_params={"n_train": len(x_train), "n_val": len(x_val)},
         params={"vqvae_uri": vqvae_uri},
-        tags={"vqvae_uri": vqvae_uri},
+        tags={"vqvae_uri": vqvae_uri, registry.TOKENIZER_TAG: get_model_info(vqvae_uri).run_id},
     )
     if run.complete:
         return run.complete
@@ -73,8 +75,14 @@ def train_prior_run(
         prior_file, vqvae_file = run.folder / "prior.pt", run.folder / "vqvae.pt"
         save_checkpoint(prior_file, result.model.cpu())
         save_checkpoint(vqvae_file, vqvae)
-        champion = (
-            ("final_val_bits_per_token", metrics["val_bits_per_token"], False)
+        champion = (  # bits/token compare only on one tokenizer; across tokenizers the evaluation decides
+            ChampionRule(
+                "final_val_bits_per_token",
+                metrics["val_bits_per_token"],
+                False,
+                scope_tag=registry.TOKENIZER_TAG,
+                other_scope_wins=False,
+            )
             if "val_bits_per_token" in metrics
             else None
         )

@@ -2,12 +2,13 @@
 
 Three registered models, each a models-from-code pyfunc (code in ``tasks/pyfunc/``, weights as the
 artifact(s) it names): ``galaxy-vqvae``, ``galaxy-sampler`` (VQ-VAE + prior) and ``galaxy-judge``. The
-alias ``champion`` follows the best version by the rule in ``is_better``; ``models:/NAME/latest`` is
+alias ``champion`` follows the best version by the rule in ``tasks.champion``; ``models:/NAME/latest`` is
 always the newest version (MLflow reserves that name).
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +21,13 @@ from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
 from model.errors import UserError
 from tasks import tracking
-from tasks.champion import is_better
+from tasks.champion import ChampionRule, is_better, wins
 
 VQVAE_MODEL = "galaxy-vqvae"
 SAMPLER_MODEL = "galaxy-sampler"
 JUDGE_MODEL = "galaxy-judge"
 CHAMPION = "champion"
+TOKENIZER_TAG = "tokenizer"  # a sampler run's tag: the MLflow run id of the VQ-VAE whose codes it models
 PYFUNC_DIR = Path(__file__).with_name("pyfunc")
 
 
@@ -173,15 +175,62 @@ def load_judge(model_uri: str):
 # champion aliases
 
 
-def promote(name: str, version: str, metric: str, value: float, higher_is_better: bool) -> bool:
-    """Alias the new version 'champion' when it beats the current champion's run on ``metric`` (or there is none)."""
-    client = mlflow.MlflowClient()
+def _champion_run(client: mlflow.MlflowClient, name: str):
+    """The MLflow run of the version aliased champion, or None when no version is."""
     try:
-        champion = client.get_model_version_by_alias(name, CHAMPION)
-        best = client.get_run(champion.run_id).data.metrics.get(metric)
+        return client.get_run(client.get_model_version_by_alias(name, CHAMPION).run_id)
     except mlflow.exceptions.MlflowException:
-        best = None
-    better = is_better(value, best, higher_is_better)
+        return None
+
+
+def promote(name: str, version: str, rule: ChampionRule) -> bool:
+    """Alias the new version 'champion' when it wins by ``rule`` against the current champion (or there is none)."""
+    client = mlflow.MlflowClient()
+    champion = _champion_run(client, name)
+    if champion is None:
+        better = True
+    else:
+        tags = client.get_run(client.get_model_version(name, version).run_id).data.tags
+        scope = tags.get(rule.scope_tag) if rule.scope_tag else None
+        champion_scope = champion.data.tags.get(rule.scope_tag) if rule.scope_tag else None
+        better = wins(rule, champion.data.metrics.get(rule.metric), champion_scope, scope)
     if better:
         client.set_registered_model_alias(name, CHAMPION, version)
     return better
+
+
+def model_version(uri: str):
+    """The registry's ModelVersion that a models:/NAME/VERSION or models:/NAME@ALIAS URI names; None for other URIs."""
+    match = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@([\w-]+))", uri)
+    if match is None:
+        return None
+    name, version, alias = match.groups()
+    client = mlflow.MlflowClient()
+    return client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, alias)
+
+
+def record_sample_scores(sampler_uri: str, metrics: dict[str, float]) -> None:
+    """Write an evaluation's headline numbers on the registered sampler's run, where champion comparisons read them
+    (nothing for a sampler that is not registered)."""
+    version = model_version(sampler_uri)
+    if version is not None:
+        batch = [mlflow.entities.Metric(k, v, 0, 0) for k, v in metrics.items()]
+        mlflow.MlflowClient().log_batch(version.run_id, metrics=batch)
+
+
+def promote_sampler_by_samples(sampler_uri: str, metric: str, value: float) -> bool:
+    """After an evaluation: a sampler on another tokenizer than the champion's takes the alias when the judge rates
+    its samples higher on ``metric`` (or the champion has never been evaluated). Within one tokenizer validation
+    bits/token decide at registration, so nothing changes here. True when the alias moved."""
+    client = mlflow.MlflowClient()
+    version = model_version(sampler_uri)
+    champion = _champion_run(client, SAMPLER_MODEL)
+    if version is None or version.name != SAMPLER_MODEL or champion is None or champion.info.run_id == version.run_id:
+        return False
+    tokenizer = client.get_run(version.run_id).data.tags.get(TOKENIZER_TAG)
+    if tokenizer is not None and champion.data.tags.get(TOKENIZER_TAG) == tokenizer:
+        return False
+    if not is_better(value, champion.data.metrics.get(metric), higher_is_better=True):
+        return False
+    client.set_registered_model_alias(SAMPLER_MODEL, CHAMPION, version.version)
+    return True

@@ -35,6 +35,7 @@ from model.training import EpochEnd, Hooks
 from model.utils import pick_device
 from tasks import faults, registry, tracking
 from tasks.cache import store_identity
+from tasks.champion import ChampionRule
 from tasks.progress import bar
 
 
@@ -146,17 +147,17 @@ class TrainingRun:
         register_as: str | None,
         metrics: dict[str, float],
         *,
-        champion_by: tuple[str, float, bool] | None,
+        champion_by: ChampionRule | None,
         artifact_name: str = "model",
     ) -> registry.ModelRef:
-        """Log the checkpoint and the pyfunc, register it, promote it by ``champion_by`` = (metric, value,
-        higher_is_better); remember the reference so that a rerun registers nothing new."""
+        """Log the checkpoint and the pyfunc, register it, promote it by ``champion_by`` (``tasks.champion``);
+        remember the reference so that a rerun registers nothing new."""
         mlflow.log_artifact(str(self.checkpoint), artifact_path="checkpoint")
         model_uri, version = registry.log_pyfunc(artifact_name, code, artifacts, signature, input_example, register_as)
         if register_as:
             mlflow.set_tag("registered_model", f"{register_as}/{version}")
             if champion_by is not None:
-                registry.promote(register_as, version, *champion_by)
+                registry.promote(register_as, version, champion_by)
         ref = registry.ModelRef(run_id=self.run_id or "", model_uri=model_uri, version=version, metrics=metrics)
         self._save_state(model_ref={k: v for k, v in asdict(ref).items() if k != "already_complete"})
         return ref

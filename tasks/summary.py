@@ -30,6 +30,24 @@ def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def metrics_text(metrics: dict) -> str:
+    """'name value' pairs; a number with ``name_lo`` / ``name_hi`` beside it is shown as 'name value [lo, hi]'."""
+    bounds = {k.removesuffix(end) for k in metrics for end in ("_lo", "_hi") if k.endswith(end)}
+    bounds &= {k for k in metrics if f"{k}_lo" in metrics and f"{k}_hi" in metrics}
+    parts = []
+    for key, value in metrics.items():
+        if (
+            key.removesuffix("_lo") in bounds
+            and key.endswith("_lo")
+            or key.removesuffix("_hi") in bounds
+            and key.endswith("_hi")
+        ):
+            continue
+        interval = f" [{_fmt(metrics[f'{key}_lo'])}, {_fmt(metrics[f'{key}_hi'])}]" if key in bounds else ""
+        parts.append(f"{key} {_fmt(value)}{interval}")
+    return ", ".join(parts)
+
+
 def summary_markdown(results: dict) -> str:
     """A markdown table: stage, MLflow run, registered model, key metrics."""
     tracking.setup()
@@ -44,7 +62,7 @@ def summary_markdown(results: dict) -> str:
             continue
         run = run_link(result["run_id"]) if result.get("run_id") else ""
         model = model_link(result["model_uri"]) if result.get("model_uri") else ""
-        metrics = ", ".join(f"{k} {_fmt(v)}" for k, v in (result.get("metrics") or {}).items())
+        metrics = metrics_text(result.get("metrics") or {})
         if stage == "data":
             metrics = f"prepared folder `{result['data_dir']}`"
         lines.append(f"| {stage} | {run} | {model} | {metrics} |")

@@ -28,6 +28,7 @@ from model.plotting.sweep import best_per_value, sweep_mse_figure, sweep_table_f
 from model.train_vqvae import reconstruct_images
 from model.vqvae import VQVAE
 from tasks import registry, tracking
+from tasks.champion import ChampionRule
 from tasks.sweep_space import describe
 
 A6_IMAGES = 8  # validation images shown in the A6 reconstruction figures
@@ -128,7 +129,8 @@ def register_best(study: optuna.Study, best: FrozenTrial, parent_run_id: str) ->
     tags = {"sweep_study": study.study_name, "sweep_parent_run_id": parent_run_id, "sweep_trial": str(best.number)}
     for key, value in tags.items():
         client.set_model_version_tag(registry.VQVAE_MODEL, mv.version, key, value)
-    registry.promote(registry.VQVAE_MODEL, str(mv.version), "final_val_mse", best.value, higher_is_better=False)
+    rule = ChampionRule("final_val_mse", best.value, higher_is_better=False, scope_tag="data_key")
+    registry.promote(registry.VQVAE_MODEL, str(mv.version), rule)
     mlflow.set_tag("registered_model", f"{registry.VQVAE_MODEL}/{mv.version}")
     return str(mv.version)
 

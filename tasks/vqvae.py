@@ -23,6 +23,7 @@ from model.utils import image_grid
 from model.vqvae import PRESETS, VQVAE
 from tasks import registry, tracking
 from tasks.cache import stage_cache_key
+from tasks.champion import ChampionRule
 from tasks.runs import TrainingRun
 
 EXPERIMENT = "galaxy-vqvae"
@@ -110,7 +111,7 @@ def train_vqvae_run(
             originals[:1],
             register_as,
             metrics,
-            champion_by=("final_val_mse", metrics["final_val_mse"], False),
+            champion_by=ChampionRule("final_val_mse", metrics["final_val_mse"], False, scope_tag="data_key"),
             artifact_name="vqvae",
         )
 

@@ -50,7 +50,7 @@ def test_full_flow_runs_every_stage(prefect_server, mlflow_store, tmp_path):
         assert client.get_run(results[stage]["run_id"]).info.status == "FINISHED", stage
     for name in ("galaxy-vqvae", "galaxy-sampler", "galaxy-judge"):
         assert str(client.get_model_version_by_alias(name, "champion").version) == "1", name
-    assert "cond_acc_cfg3" in results["evaluate"]["metrics"]
+    assert {"cond_balanced_acc_cfg3", "cond_balanced_acc_cfg3_lo"} <= set(results["evaluate"]["metrics"])
     samples = {
         a.path for a in mlflow.artifacts.list_artifacts(run_id=results["prior"]["run_id"], artifact_path="samples")
     }
@@ -65,7 +65,7 @@ def test_full_flow_runs_every_stage(prefect_server, mlflow_store, tmp_path):
     artifacts = [a for a in asyncio.run(summary()) if a.key == "galaxy-summary"]
     assert artifacts, "the flow publishes its summary artifact"
     text = artifacts[-1].data
-    assert "galaxy-vqvae/1" in text and "cond_acc_cfg3" in text and results["prior"]["run_id"] in text
+    assert "galaxy-vqvae/1" in text and "cond_balanced_acc_cfg3" in text and results["prior"]["run_id"] in text
 
     # a second run of the same config is served from the task cache: no training, no new model versions
     def counts():

@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from model import metrics as J
 from model.data import load_prepared, prepare
+from model.evaluation import headline_names
 from model.galaxy10 import CLASS_NAMES
-from model.metrics import balanced_frechet, balanced_subset, per_class_frechet
+from model.metrics import balanced_frechet, per_class_frechet
 from tasks import faults
 from tasks.evaluate import evaluate_run
 from tasks.judge import score_real, slug, train_judge_run
@@ -69,8 +70,6 @@ def test_per_class_frechet_skips_classes_with_fewer_than_two_images():
     assert np.isnan(out[2]) and np.isnan(out[3])
     assert len(notes) == 1 and notes[0].startswith("a vs b: per-class FD skipped")
     assert "class 2 round smooth (2 vs 1 images); class 3 in-between round smooth (0 vs 1 images)" in notes[0]
-    rows = balanced_subset(np.array([0, 0, 0, 1, 2, 2]), 2, seed=0)
-    assert np.bincount(np.array([0, 0, 0, 1, 2, 2])[rows]).tolist() == [2, 1, 2]
 
 
 def test_train_judge_run_logs_and_registers(mlflow_store, tiny_data):
@@ -123,69 +122,65 @@ def test_evaluate_run_and_commands(mlflow_store, tiny_data):
     assert judged.exit_code == 0, judged.output
     assert "test accuracy" in judged.stdout and "models:/galaxy-judge/1" in judged.stdout
 
-    result = evaluate_run(pr.model_uri, tiny_data, per_class=3, seed=1)
+    result = evaluate_run(pr.model_uri, tiny_data, per_class=3, seed=1, replicates=20)
     run = mlflow.get_run(result["run_id"])
     m = run.data.metrics
     assert (
         run.data.tags["sampler_uri"] == pr.model_uri and run.data.tags["judge_uri"] == "models:/galaxy-judge@champion"
     )
-    for key in (
-        "cond_acc_cfg1",
-        "cond_acc_cfg3",
-        "cond_acc_cfg9",
-        "cond_acc_cfg3_class4",
-        "fd_generated_cfg3",
-        "fd_floor_train_vs_test",
-        "fd_recon_vs_test",
-        "recon_accuracy",
-        "real_test_accuracy",
-    ):
+    headline = headline_names([1.0, 3.0, 9.0], 3.0)
+    assert "cond_balanced_acc_cfg3" in headline and "fd_ceiling_recon_vs_test" in headline
+    assert set(result["metrics"]) == {f"{n}{end}" for n in headline for end in ("", "_lo", "_hi")}
+    for key in (*result["metrics"], "cond_balanced_acc_cfg3_class4"):
         assert key in m and np.isfinite(m[key]), key
-    assert set(result["metrics"]) == {
-        "cond_acc_cfg1",
-        "cond_acc_cfg3",
-        "cond_acc_cfg9",
-        "fd_generated_cfg3",
-        "fd_floor_train_vs_test",
-        "fd_recon_vs_test",
-        "recon_accuracy",
-        "real_test_accuracy",
-    }
+    for name in headline:
+        assert m[f"{name}_lo"] - 1e-9 <= m[name] <= m[f"{name}_hi"] + 1e-9, name
+    # the sampler's run carries the headline, where the champion rule across tokenizers reads it
+    assert mlflow.get_run(pr.run_id).data.metrics["eval_cond_balanced_acc_cfg3"] == m["cond_balanced_acc_cfg3"]
+    assert result["promoted"] is False  # the sampler is the champion already
     assert {
         f"evaluate/{n}"
         for n in (
             "class_accuracy_vs_cfg.png",
             "confusion_cfg3.png",
             "confusion_recon.png",
-            "frechet_per_class.png",
+            "frechet.png",
             "summary.png",
             "summary.json",
+            "fd_space.npz",
             "predictions_cfg1.npy",
             "predictions_cfg3.npy",
             "predictions_cfg9.npy",
         )
     } <= artifact_names(run.info.run_id, "evaluate")
-    # accuracies recomputed by hand from the logged predictions
+    # balanced accuracies recomputed by hand from the logged predictions
     requested = load_npy(run.info.run_id, "evaluate/requested_labels.npy")
     assert np.bincount(requested).tolist() == [3] * 10
     for cfg in (1, 3, 9):
         predicted = load_npy(run.info.run_id, f"evaluate/predictions_cfg{cfg}.npy")
-        assert m[f"cond_acc_cfg{cfg}"] == pytest.approx(np.mean(predicted == requested))
-        assert m[f"cond_acc_cfg{cfg}_class7"] == pytest.approx(np.mean(predicted[requested == 7] == 7))
-    # the generated FD recomputed from the logged features; identical sets are at distance ~0
-    test_f, test_y = (
-        load_npy(run.info.run_id, "evaluate/features_test.npy"),
-        load_npy(run.info.run_id, "evaluate/test_labels.npy"),
-    )
-    gen_f = load_npy(run.info.run_id, "evaluate/features_generated_cfg3.npy")
-    assert m["fd_generated_cfg3"] == pytest.approx(balanced_frechet(gen_f, requested, test_f, test_y), rel=1e-6)
-    assert balanced_frechet(test_f, test_y, test_f, test_y) == pytest.approx(0.0, abs=1e-6)
-    # the tiny test split has classes with one image: their FDs are skipped and the note says so
+        recall = [np.mean(predicted[requested == c] == c) for c in range(10)]
+        assert m[f"cond_balanced_acc_cfg{cfg}"] == pytest.approx(np.mean(recall))
+        assert m[f"cond_balanced_acc_cfg{cfg}_class7"] == pytest.approx(recall[7])
+    # the ceiling reconstructs training images, never the test images it is compared with; the floor others again
+    rows = {n: set(load_npy(run.info.run_id, f"evaluate/{n}_rows.npy").tolist()) for n in ("test", "floor", "ceiling")}
+    assert rows["ceiling"] and not rows["ceiling"] & rows["test"] and not rows["ceiling"] & rows["floor"]
+    # the FDs recomputed from the reduced features they were measured on, each set as many images per class
+    space = np.load(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="evaluate/fd_space.npz"))
+    counts = {n: np.bincount(space[f"{n}_y"], minlength=10).tolist() for n in headline[5:8]}
+    assert counts["fd_generated_cfg3"] == counts["fd_floor_real_vs_test"] == counts["fd_ceiling_recon_vs_test"]
+    for name in headline[5:8]:
+        fd = balanced_frechet(space[f"{name}_z"], space[f"{name}_y"], space["test_z"], space["test_y"])
+        assert m[name] == pytest.approx(fd, rel=1e-6), name
+    assert space["test_z"].shape[1] == m["fd_dims"] >= 1
+    # the tiny test split has classes with one image: their per-class FDs are skipped and the note says so
+    test_y = space["test_y"]
     summary = json.loads(mlflow.artifacts.load_text(f"{run.info.artifact_uri}/evaluate/summary.json"))
-    skipped = [c for c in range(10) if (test_y == c).sum() < 2]
+    skipped = [c for c in range(10) if (test_y == c).sum() < 2 and counts["fd_generated_cfg3"][c] > 0]
     assert skipped and all(f"fd_generated_cfg3_class{c}" not in m for c in skipped)
     c = skipped[0]
-    assert any(f"class {c} {CLASS_NAMES[c]} (3 vs {(test_y == c).sum()} images)" in note for note in summary["notes"])
+    n_c = counts["fd_generated_cfg3"][c]
+    expected = f"class {c} {CLASS_NAMES[c]} ({n_c} vs {(test_y == c).sum()} images)"
+    assert any(expected in note for note in summary["notes"])
     assert summary["metrics"][f"fd_generated_cfg3_class{c}"] is None
     assert "evaluate/notes.txt" in artifact_names(run.info.run_id, "evaluate")
 
@@ -193,9 +188,8 @@ def test_evaluate_run_and_commands(mlflow_store, tiny_data):
         cli(), ["evaluate", "--model", pr.model_uri, "--data", str(tiny_data), "--per-class", "2", "--cfg", "1,3"]
     )
     assert ok.exit_code == 0, ok.output
-    assert (
-        "class-conditional accuracy: cfg 1" in ok.stdout and "floor train" in ok.stdout and "ceiling recon" in ok.stdout
-    )
+    assert "class-conditional balanced accuracy: cfg 1" in ok.stdout and "floor real" in ok.stdout
+    assert "ceiling recon" in ok.stdout and "generated / ceiling" in ok.stdout
     cases = [
         (["--per-class", "1"], "--per-class: 1 is too few"),
         (["--data", "nowhere"], "nowhere: no such prepared dataset folder"),
@@ -214,7 +208,8 @@ def test_evaluate_run_and_commands(mlflow_store, tiny_data):
 
 
 def test_stage_keeps_a_judge_champion_with_higher_accuracy(mlflow_store, tiny_data):
-    best = register("galaxy-judge", "test_accuracy", 2.0)  # no real judge is right more than always
+    # no real judge is right more than always; chosen on validation data of the same prepared folder
+    best = register("galaxy-judge", "best_val_balanced_acc", 2.0, {"data_key": load_prepared(tiny_data).key})
     mlflow.MlflowClient().set_registered_model_alias("galaxy-judge", "champion", best)
     ref = train_judge_run(tiny_data, "demo", overrides=TINY_JUDGE)
     assert ref.version != best and ref.metrics["test_accuracy"] <= 1.0

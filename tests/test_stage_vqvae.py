@@ -11,6 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from model.data import load_prepared
 from tasks import faults
 from tasks.registry import load_vqvae
 from tasks.vqvae import train_vqvae_run
@@ -54,7 +55,7 @@ def test_run_logs_everything_and_registered_model_reproduces(mlflow_store, tiny_
 
 def test_stage_keeps_a_champion_with_lower_mse(mlflow_store, tiny_data):
     # a champion no real model can beat (MSE 0): the new version must not take the alias
-    best = register("galaxy-vqvae", "final_val_mse", 0.0)
+    best = register("galaxy-vqvae", "final_val_mse", 0.0, {"data_key": load_prepared(tiny_data).key})
     mlflow.MlflowClient().set_registered_model_alias("galaxy-vqvae", "champion", best)
     ref = train_vqvae_run(tiny_data, "demo", epochs=1, overrides=TINY_VQVAE)
     assert ref.version != best and ref.metrics["final_val_mse"] > 0.0

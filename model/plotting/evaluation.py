@@ -100,27 +100,40 @@ def precision_recall_figure(
 
 
 def frechet_bars_figure(
-    rows: dict[str, np.ndarray], overall: dict[str, float], class_names: Sequence[str], title: str
+    rows: dict[str, np.ndarray],
+    overall: dict[str, float],
+    intervals: dict[str, tuple[float, float]],
+    class_names: Sequence[str],
+    title: str,
 ) -> Figure:
-    """Grouped bars of per-class FD (one bar per compared set), overall values in the legend; log scale."""
+    """Left: the class-balanced FD of each compared set with its 95 % interval; right: per-class bars (log scale)."""
     k = len(class_names)
     x = np.arange(k)
     width = 0.8 / max(len(rows), 1)
-    colours = ("tab:gray", "tab:green", "tab:red", "tab:blue")
-    fig = Figure(figsize=(2 + 0.85 * k, 5.2), layout="constrained")
-    ax = fig.subplots()
+    colours = ("tab:blue", "tab:green", "tab:red", "tab:gray")
+    fig = Figure(figsize=(4 + 0.85 * k, 5.4), layout="constrained")
+    left, ax = fig.subplots(1, 2, width_ratios=[1.2, k * 0.85])
+    for j, name in enumerate(overall):
+        lo, hi = intervals.get(name, (np.nan, np.nan))
+        value = overall[name]
+        err = np.array([[max(value - lo, 0.0)], [max(hi - value, 0.0)]]) if np.isfinite([lo, hi]).all() else None
+        left.bar(j, value, 0.7, color=colours[j % len(colours)], yerr=err, capsize=5)
+        left.text(j, value, f"{value:.3g}", ha="center", va="bottom", fontsize=8, rotation=90)
+    left.set_xticks(range(len(overall)), [n.split(",")[0].split(":")[0] for n in overall], rotation=35, ha="right")
+    left.set_ylabel("class-balanced Fréchet distance (95 % interval)")
+    left.set_title("all classes", fontsize=10)
+    left.grid(axis="y", alpha=0.3)
     values = np.array([np.asarray(v, dtype=np.float64) for v in rows.values()]).reshape(len(rows), k)  # (sets, K)
     shown = np.isfinite(values) & (values > 0)
-    log = bool(shown.any())
     for j, name in enumerate(rows):
         ax.bar(
             x - 0.4 + width * (j + 0.5),
             np.where(shown[j], values[j], np.nan),
             width,
             color=colours[j % len(colours)],
-            label=f"{name} (overall {overall.get(name, float('nan')):.3g})",
+            label=f"{name} (all classes {overall.get(name, float('nan')):.3g})",
         )
-    if log:
+    if shown.any():
         ax.set_yscale("log")
     else:
         ax.set_ylim(0, 1)
@@ -138,7 +151,8 @@ def frechet_bars_figure(
             )
     ax.set_xticks(x, list(class_names), rotation=35, ha="right", fontsize=9)
     ax.set_xlim(-0.6, k - 0.4)
-    ax.set_ylabel("Fréchet distance in judge features (lower is closer)")
+    ax.set_ylabel("Fréchet distance per class (lower is closer)")
+    ax.set_title("per class", fontsize=10)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=len(rows), frameon=False, fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title, fontsize=12)
@@ -149,20 +163,29 @@ def accuracy_curve_figure(
     cfg_values: Sequence[float],
     per_class: np.ndarray,
     overall: Sequence[float],
-    real_acc: float,
-    recon_acc: float,
+    overall_intervals: Sequence[tuple[float, float]],
+    real: tuple[float, float, float],
+    recon: tuple[float, float, float],
     class_names: Sequence[str],
 ) -> Figure:
-    """The judge's class-accuracy-vs-cfg curve with the real-test and reconstruction accuracies as reference lines."""
+    """The class-balanced accuracy-vs-cfg curve with its 95 % intervals, beside the judge on real test images and on
+    their reconstructions (value, lo, hi each: a line and a band)."""
     fig = class_accuracy_curve_figure(
         cfg_values,
         per_class,
         overall,
         class_names,
-        title="Class-conditional accuracy: samples judged as the class they were asked for",
+        title="Class-conditional balanced accuracy: samples judged as the class they were asked for",
     )
     ax = fig.axes[0]
-    ax.axhline(real_acc, color="tab:green", ls=":", lw=2, label=f"real test images ({real_acc:.2f})")
-    ax.axhline(recon_acc, color="tab:purple", ls="-.", lw=2, label=f"VQ-VAE reconstructions ({recon_acc:.2f})")
+    bounds = np.asarray(overall_intervals, dtype=np.float64).reshape(-1, 2)  # (n_cfg, 2)
+    ax.fill_between(np.asarray(cfg_values, float), bounds[:, 0], bounds[:, 1], color="black", alpha=0.12, lw=0)
+    for (value, lo, hi), colour, style, what in (
+        (real, "tab:green", ":", "real test images"),
+        (recon, "tab:purple", "-.", "VQ-VAE reconstructions"),
+    ):
+        ax.axhline(value, color=colour, ls=style, lw=2, label=f"{what} ({value:.2f} [{lo:.2f}, {hi:.2f}])")
+        ax.axhspan(lo, hi, color=colour, alpha=0.1, lw=0)
+    ax.set_ylabel("class-balanced accuracy (mean per-class recall)")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
     return fig

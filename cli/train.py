@@ -92,8 +92,9 @@ def train_judge_cmd(
     )
     m = ref.metrics
     typer.echo(
-        f"run {ref.run_id}: test accuracy {m['test_accuracy']:.3f} "
-        f"(train {m['train_accuracy']:.3f}, best val {m['best_val_acc']:.3f})"
+        f"run {ref.run_id}: test balanced accuracy {m['test_balanced_accuracy']:.3f} "
+        f"(accuracy {m['test_accuracy']:.3f}, train {m['train_accuracy']:.3f}, "
+        f"best val balanced {m['best_val_balanced_acc']:.3f})"
     )
     echo_model(ref, "galaxy-judge")
     if real is not None:

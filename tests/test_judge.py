@@ -177,7 +177,7 @@ def test_conditional_accuracy():
     probs = np.eye(3)[[0, 1, 1, 2]]  # predictions 0, 1, 1, 2
     per_class, overall = metrics.conditional_accuracy(probs, np.array([0, 1, 2, 2]), 4)
     np.testing.assert_allclose(per_class[:3], [1.0, 1.0, 0.5])
-    assert np.isnan(per_class[3]) and overall == pytest.approx(0.75)
+    assert np.isnan(per_class[3]) and overall == pytest.approx(2.5 / 3)  # class-balanced, not 3 of 4
 
 
 def test_frechet_distance_closed_forms():

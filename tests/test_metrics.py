@@ -142,7 +142,7 @@ def test_conditional_accuracy_by_hand_without_warnings():
         warnings.simplefilter("error")  # an absent class is NaN by choice, not by a mean of nothing
         per_class, overall = conditional_accuracy(probs, targets, 4)
         np.testing.assert_allclose(per_class[:3], [1.0, 1.0, 0.5], rtol=1e-12)
-        assert np.isnan(per_class[3]) and overall == pytest.approx(0.8, rel=1e-12)
+        assert np.isnan(per_class[3]) and overall == pytest.approx(2.5 / 3, rel=1e-12)  # balanced, not 4 of 5
         per_class, overall = conditional_accuracy(np.zeros((0, 3)), np.zeros(0, dtype=int), 3)
         assert np.isnan(per_class).all() and math.isnan(overall)
     # balanced over the requested classes: mean of the per-class accuracies = (1 + 1 + 0.5) / 3

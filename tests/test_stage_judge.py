@@ -120,7 +120,7 @@ def test_evaluate_run_and_commands(mlflow_store, tiny_data):
         ],
     )
     assert judged.exit_code == 0, judged.output
-    assert "test accuracy" in judged.stdout and "models:/galaxy-judge/1" in judged.stdout
+    assert "test balanced accuracy" in judged.stdout and "models:/galaxy-judge/1" in judged.stdout
 
     result = evaluate_run(pr.model_uri, tiny_data, per_class=3, seed=1, replicates=20)
     run = mlflow.get_run(result["run_id"])

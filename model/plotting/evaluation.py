@@ -118,9 +118,11 @@ def frechet_bars_figure(
         value = overall[name]
         err = np.array([[max(value - lo, 0.0)], [max(hi - value, 0.0)]]) if np.isfinite([lo, hi]).all() else None
         left.bar(j, value, 0.7, color=colours[j % len(colours)], yerr=err, capsize=5)
-        left.text(j, value, f"{value:.3g}", ha="center", va="bottom", fontsize=8, rotation=90)
+        top = hi if np.isfinite(hi) else value
+        left.annotate(f"{value:.3g}", (j, top), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=8)
     left.set_xticks(range(len(overall)), [n.split(",")[0].split(":")[0] for n in overall], rotation=35, ha="right")
     left.set_ylabel("class-balanced Fréchet distance (95 % interval)")
+    left.margins(y=0.12)
     left.set_title("all classes", fontsize=10)
     left.grid(axis="y", alpha=0.3)
     values = np.array([np.asarray(v, dtype=np.float64) for v in rows.values()]).reshape(len(rows), k)  # (sets, K)

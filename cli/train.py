@@ -93,6 +93,7 @@ def train_judge_cmd(
     m = ref.metrics
     typer.echo(
         f"run {ref.run_id}: test balanced accuracy {m['test_balanced_accuracy']:.3f} "
+        f"[{m['test_balanced_accuracy_lo']:.3f}, {m['test_balanced_accuracy_hi']:.3f}] "
         f"(accuracy {m['test_accuracy']:.3f}, train {m['train_accuracy']:.3f}, "
         f"best val balanced {m['best_val_balanced_acc']:.3f})"
     )
@@ -100,6 +101,7 @@ def train_judge_cmd(
     if real is not None:
         typer.echo(
             f"real {real.name}: balanced accuracy {m['judge_real_balanced_accuracy']:.3f} "
+            f"[{m['judge_real_balanced_accuracy_lo']:.3f}, {m['judge_real_balanced_accuracy_hi']:.3f}] "
             f"(accuracy {m['judge_real_accuracy']:.3f}); recall per class:"
         )
         for c, name in enumerate(CLASS_NAMES):

@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from model.metrics import balanced_hit_rate
+
 LEVEL = 0.95  # coverage of the intervals
 REPLICATES = 200  # bootstrap replicates per evaluation
 
@@ -84,3 +86,15 @@ def bootstrap(
         for name, value in statistic([s.resample(rng) for s in strata]).items():
             values[name].append(value)
     return {name: percentile_interval(v, level, estimate.get(name)) for name, v in values.items()}
+
+
+def balanced_accuracy_interval(
+    y_true: np.ndarray, y_pred: np.ndarray, replicates: int = REPLICATES, seed: int = 0
+) -> tuple[float, float]:
+    """The interval of a classifier's balanced accuracy (mean per-class recall) over resampled images."""
+    hit = np.asarray(y_true) == np.asarray(y_pred)  # (N,)
+
+    def balanced(rows: list[np.ndarray]) -> dict[str, float]:
+        return {"balanced": balanced_hit_rate(hit[rows[0]], np.asarray(y_true)[rows[0]])}
+
+    return bootstrap(balanced, [np.asarray(y_true)], replicates, seed)["balanced"]

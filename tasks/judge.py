@@ -16,6 +16,7 @@ import mlflow
 import numpy as np
 from prefect import task
 
+from model.bootstrap import balanced_accuracy_interval
 from model.checkpoint import save_checkpoint
 from model.config import from_preset
 from model.data import load_labelled, load_prepared
@@ -55,8 +56,11 @@ def score_real(model: MorphologyCNN, path: Path, images: np.ndarray, labels: np.
     probs = predict(model, images)[0]  # (N, K)
     predicted = probs.argmax(1)  # (N,)
     report = classification_report(labels, predicted, k)
+    lo, hi = balanced_accuracy_interval(labels, predicted)
     metrics = {
         "judge_real_balanced_accuracy": balanced_accuracy(report),
+        "judge_real_balanced_accuracy_lo": lo,
+        "judge_real_balanced_accuracy_hi": hi,
         "judge_real_accuracy": float(report["accuracy"]),
     }
     for c, name in enumerate(CLASS_NAMES[:k]):
@@ -134,8 +138,11 @@ def train_judge_run(
             train_y[scored], predict(model, train_x[scored])[0].argmax(1), config.num_classes
         )
         metrics = report_metrics(test_report, "test")
+        lo, hi = balanced_accuracy_interval(test_y, test_probs.argmax(1))
         metrics.update(
             test_balanced_accuracy=balanced_accuracy(test_report),
+            test_balanced_accuracy_lo=lo,
+            test_balanced_accuracy_hi=hi,
             train_accuracy=train_report["accuracy"],
             best_val_acc=result.metrics["val_acc"],
             best_val_balanced_acc=result.metrics.get("val_balanced_acc", float("nan")),
@@ -153,7 +160,8 @@ def train_judge_run(
         tracking.log_figure(figure, "judge/precision_recall.png")
         tracking.log_array(test_report["confusion"], "judge/test_confusion.npy")
         tracking.log_array(np.stack([test_y, test_probs.argmax(1)]), "judge/test_labels_and_predictions.npy")
-        keys = ("test_balanced_accuracy", "test_accuracy", "train_accuracy", "best_val_balanced_acc", "best_val_acc")
+        keys = ("test_balanced_accuracy", "test_balanced_accuracy_lo", "test_balanced_accuracy_hi", "test_accuracy")
+        keys += ("train_accuracy", "best_val_balanced_acc", "best_val_acc")
         headline = {k: float(metrics[k]) for k in keys}
         headline.update(real_metrics)
         # the pyfunc is named "model", not "judge": the judge/ run folder holds the figures

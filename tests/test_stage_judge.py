@@ -246,6 +246,7 @@ def test_score_real_of_a_judge_that_always_says_one_class(mlflow_store, tmp_path
         metrics = score_real(model, tmp_path / "dev.h5", images, labels)
     # recall 0, 0, 1, 0, 0 over the 5 classes present; 4 of 10 images right
     expected = {"judge_real_balanced_accuracy": 1 / 5, "judge_real_accuracy": 4 / 10}
+    expected |= {"judge_real_balanced_accuracy_lo": 1 / 5, "judge_real_balanced_accuracy_hi": 1 / 5}  # every resample
     expected |= {f"judge_real_recall_{c}_{slug(CLASS_NAMES[c])}": float(c == 2) for c in range(5)}
     assert metrics == pytest.approx(expected) and mlflow.get_run(run.info.run_id).data.metrics == pytest.approx(
         expected
@@ -280,7 +281,9 @@ def test_train_judge_with_real_scores_it_and_prints_the_recall(mlflow_store, tin
     assert run.data.params["data.real"] == str(real) and run.data.params["data.n_real"] == "55"
     # the command ends with the balanced accuracy and the recall of each class
     tail = proc.stdout.strip().splitlines()[-11:]
-    assert tail[0] == f"real real.h5: balanced accuracy 0.100 (accuracy {accuracy:.3f}); recall per class:"
+    # every image is one image: the judge calls them all class k, so every resample scores 0.1 too
+    expected = f"real real.h5: balanced accuracy 0.100 [0.100, 0.100] (accuracy {accuracy:.3f}); recall per class:"
+    assert tail[0] == expected
     assert tail[1 + k] == f"  {k} {CLASS_NAMES[k]:<26} 1.000"
     assert [line.split()[-1] for line in tail[1:]] == ["1.000" if c == k else "0.000" for c in range(10)]
 

@@ -46,6 +46,7 @@ class JudgeConfig(Config):
         "blur",
         "nuisance",
         "class_balance",
+        "label_smoothing",
         "seed",
         "device",
         "eval_batch_size",
@@ -65,6 +66,7 @@ class JudgeConfig(Config):
     blur: float = 1.5  # max PSF blur sigma (px), drawn per image for half of each batch: softness is no class cue
     nuisance: float = 0.0  # strength of the sky, noise, colour, stretch and JPEG nuisances (model.nuisance); 0: off
     class_balance: float = 0.0  # loss weight of class c ~ n_c ** -class_balance (1: every class counts equally)
+    label_smoothing: float = 0.0  # cross-entropy label smoothing (the synthetic labels are 6 % wrong: model.synth)
     seed: int = 0  # seeds init, batch order and augmentation
     device: str | None = None  # None: cuda, mps, cpu in that order
     eval_batch_size: int = 256  # images per forward in validation and predict
@@ -238,7 +240,7 @@ def train_judge(
                 x = survey_nuisance(x, generator, config.nuisance, config.blur)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, weight=weights)
+            loss = F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -278,3 +278,19 @@ def test_a_symmetric_judge_gives_every_flip_and_rotation_the_same_verdict():
     plain = judge.MorphologyCNN(dataclasses.replace(TINY, symmetric=False))
     plain.load_state_dict(model.state_dict())
     assert not np.allclose(judge.predict(plain, views[3])[0], judge.predict(plain, image)[0], atol=1e-6)
+
+
+def test_label_smoothing_one_makes_the_labels_irrelevant():
+    # smoothing 1 trains toward the uniform distribution whatever the label: shuffled labels, same weights
+    train_x, train_y = colour_task(32, 0)
+    base = dataclasses.replace(TINY, epochs=1, augment=False)
+
+    def weights(labels: np.ndarray, smoothing: float) -> list[torch.Tensor]:
+        config = dataclasses.replace(base, label_smoothing=smoothing)
+        return list(judge.train_judge(config, train_x, labels, train_x, train_y).model.parameters())
+
+    shuffled = np.roll(train_y, 1)
+    assert all(torch.equal(a, b) for a, b in zip(weights(train_y, 1.0), weights(shuffled, 1.0)))
+    assert not all(torch.equal(a, b) for a, b in zip(weights(train_y, 0.0), weights(shuffled, 0.0)))
+    assert judge.JudgeConfig.from_dict({"widths": [4, 8]}).label_smoothing == 0.0  # stored before the field
+    assert "label_smoothing" not in TINY.architecture()  # a training setting: checkpoints resume across it

@@ -346,14 +346,19 @@ PRESETS: dict[str, VQVAEConfig] = {
     "article": VQVAEConfig(
         image_size=128, widths=(32, 64, 128), embedding_dim=256, codebook_size=1024, epochs=500, batch_size=64, lr=3e-4
     ),
-    # a few minutes on a 2-core CPU with ~3,000 training images at 128 px: narrow convs, small codebook
+    # a few minutes on a 2-core CPU with ~3,000 training images at 128 px: narrow convs, small codebook, 16x16
+    # grid (an 8x8 grid, a 4th stage, lost the spiral arms: recon accuracy 0.43 vs 0.60). Anti-collapse tuned on
+    # the synthetic set: eager dead-code replacement, livelier EMA, an 8-dim lookup space (perplexity 203 vs 94
+    # of 256, PSNR 29.9 vs 28.7 dB against k-means + dead-code 2 alone; README, issue 12)
     "demo": VQVAEConfig(
         image_size=128,
         widths=(16, 32, 64),
         embedding_dim=32,
         codebook_size=256,
         kmeans_init=True,
-        threshold_ema_dead_code=2,
+        threshold_ema_dead_code=8,
+        decay=0.9,
+        codebook_dim=8,
         epochs=6,
         batch_size=32,
         lr=1e-3,

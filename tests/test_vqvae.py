@@ -87,6 +87,10 @@ def test_presets_and_overrides():
     mc = from_preset(PRESETS, "article")
     assert (mc.image_size, mc.widths, mc.embedding_dim, mc.codebook_size) == (128, (32, 64, 128), 256, 1024)
     assert (mc.epochs, mc.batch_size, mc.lr) == (500, 64, 3e-4)
+    # issue 12: the demo keeps a 16x16 grid (an 8x8 one lost the arms) and takes the tuned anti-collapse setting
+    demo = from_preset(PRESETS, "demo")
+    assert (demo.grid, demo.embedding_dim, demo.codebook_size) == (16, 32, 256)
+    assert (demo.kmeans_init, demo.threshold_ema_dead_code, demo.decay, demo.codebook_dim) == (True, 8, 0.9, 8)
     mc = from_preset(PRESETS, "demo", image_size=32, epochs=1, seed=3)
     assert (mc.image_size, mc.epochs, mc.seed) == (32, 1, 3)
     assert mc.grid == 32 // mc.downsample

@@ -34,6 +34,10 @@ from tests.test_sampling_batches import allowed_tokens, forcing_prior, tiny_vqva
 SAMPLER = "models:/galaxy-sampler@champion"
 
 
+# the tests reading the shared store run on one xdist worker, so the module fixture trains once, not once per worker
+SHARED_STORE = pytest.mark.xdist_group("trained-prior-store")
+
+
 @pytest.fixture(scope="module")
 def trained_store(tmp_path_factory, empty_mlflow_db):
     """One store with a VQ-VAE (1 epoch) and a prior (2 epochs, grids logged), shared by the tests that only read it."""
@@ -58,6 +62,7 @@ def trained(trained_store, monkeypatch):
     return vq, pr, data
 
 
+@SHARED_STORE
 def test_prior_run_grids_and_registered_sampler(trained):
     vq, pr, data = trained
     run = mlflow.get_run(pr.run_id)
@@ -116,6 +121,7 @@ def test_registered_sampler_output_follows_seed_cfg_and_class(mlflow_store):
     np.testing.assert_array_equal(model.predict(np.array([5, -1, 6]), params={"num_samples": 2, "seed": 7}), s.images)
 
 
+@SHARED_STORE
 def test_tokens_are_cached_per_vqvae(trained):
     vq, _, data = trained
     folder = tokenize_dataset(vq.model_uri, data)
@@ -126,6 +132,7 @@ def test_tokens_are_cached_per_vqvae(trained):
     assert tokens.shape == (120, 64) and tokens.dtype == np.uint16 and tokens.max() < 32
 
 
+@SHARED_STORE
 def test_sample_command_and_its_bad_input(trained, tmp_path, monkeypatch):
     from cli.main import app
 

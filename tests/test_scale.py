@@ -33,7 +33,7 @@ from tasks.sweep import run_sweep
 from tasks.sweep_space import SweepConfig, SweepSpace
 from tasks.sweep_study import STORAGE_ENV, create_study
 from tasks.sweep_trial import EXPERIMENT, HANG_ENV
-from tests.conftest import TINY_VQVAE, forget_mlflow_store, isolate, make_tiny_data, use_store
+from tests.conftest import TINY_VQVAE, forget_mlflow_store, isolate, make_galaxy10, make_tiny_data, use_store
 
 pytestmark = pytest.mark.xdist_group("postgres")  # one xdist worker: one cluster and one tracking server
 
@@ -97,6 +97,8 @@ def stack():
         DASHBOARD_PORT=str(free_port()),
         PREFECT_WORKER_QUERY_SECONDS="1",
         OMP_NUM_THREADS="1",
+        GALAXY_REAL="",
+        GALAXY_PROGRESS="0",
     )
     running = Stack(state, env)
     try:
@@ -290,3 +292,55 @@ def test_postgres_stopped_mid_sweep_fails_in_one_line_and_a_rerun_carries_on(sta
     states = Counter(t.state for t in trials)
     assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == n and states[TrialState.RUNNING] == 0, states
     assert result.model_uri.startswith("models:/galaxy-vqvae/")
+
+
+def test_two_flow_runs_at_once_on_two_workers_of_a_prefect_server_on_postgres(stack, tmp_path, monkeypatch):
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    stack.script("scripts/stack.sh", "up", "--postgres", "--only", "prefect,workers", "--workers", "2")
+    api = stack.urls()["PREFECT_API_URL"]
+    source = make_galaxy10(tmp_path / "src.h5", n=120, side=64)
+
+    def config(seed: int) -> dict:
+        vqvae = {**TINY_VQVAE, "widths": list(TINY_VQVAE["widths"])}
+        return dict(
+            source=f"h5:{source}", size=32, seed=seed, stages=["data", "vqvae"], vqvae_epochs=1, vqvae_overrides=vqvae
+        )
+
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+
+        def both_online():
+            workers = client.read_workers_for_work_pool("galaxy-process")
+            return len([w for w in workers if str(w.status).endswith("ONLINE")]) == 2
+
+        wait_until(both_online, 120, "two workers to poll the pool", every=0.5)
+        runs = [run_deployment("galaxy/full", parameters={"config": config(seed)}, timeout=0) for seed in (0, 1)]
+
+        def finished():
+            states = [client.read_flow_run(run.id).state for run in runs]
+            return all(state.is_final() for state in states) and states
+
+        states = wait_until(finished, 300, "both flow runs to finish", every=1)
+    assert [s.type.value for s in states] == ["COMPLETED", "COMPLETED"], [s.message for s in states]
+
+    # each worker ran one, in its own folder: the prepared data and run folders are there, not in the checkout
+    folders = [stack.dir / "workers" / f"worker-{i}" for i in range(2)]
+    assert all((f / "data" / "prepared").is_dir() for f in folders), [list(f.iterdir()) for f in folders]
+
+    # the models are in the tracking server, and load from a third folder by alias and by version
+    use_store(stack.tracking, monkeypatch)
+    client = mlflow.MlflowClient()
+    stage = client.get_experiment_by_name("galaxy-vqvae").experiment_id
+    versions = [
+        v
+        for v in client.search_model_versions("name='galaxy-vqvae'")
+        if client.get_run(v.run_id).info.experiment_id == stage
+    ]
+    assert len(versions) == 2, versions
+    for v in versions:
+        vqvae, _ = load_vqvae(f"models:/galaxy-vqvae/{v.version}")
+        assert vqvae.config.codebook_size == TINY_VQVAE["codebook_size"]
+    vqvae, _ = load_vqvae("models:/galaxy-vqvae@champion")
+    assert vqvae.config.image_size == 32

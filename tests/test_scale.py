@@ -32,7 +32,7 @@ from tasks.registry import load_vqvae
 from tasks.sweep import run_sweep
 from tasks.sweep_space import SweepConfig, SweepSpace
 from tasks.sweep_study import STORAGE_ENV, create_study
-from tasks.sweep_trial import EXPERIMENT, HANG_ENV
+from tasks.sweep_trial import EXPERIMENT, HANG_ENV, run_worker
 from tests.conftest import TINY_VQVAE, forget_mlflow_store, isolate, make_galaxy10, make_tiny_data, use_store
 
 pytestmark = pytest.mark.xdist_group("postgres")  # one xdist worker: one cluster and one tracking server
@@ -174,6 +174,7 @@ def test_three_workers_in_their_own_folders_sweep_on_postgres(stack, killed_swee
     states = Counter(t.state for t in trials)
     assert n <= states[TrialState.COMPLETE] + states[TrialState.PRUNED] <= n + 2, states  # N..N+W-1
     assert states[TrialState.RUNNING] == 0 and states[TrialState.FAIL] == 1, states  # only the killed trial failed
+    assert result.counts == {s.name: k for s, k in states.items()}
 
     # three workers ran, each in its own folder (a trial's run folder is made there and removed once the trial is
     # logged), and left no file there: artifacts went through the tracking server
@@ -191,6 +192,11 @@ def test_three_workers_in_their_own_folders_sweep_on_postgres(stack, killed_swee
     assert sorted(int(r.data.tags["sweep_trial"]) for r in runs) == [t.number for t in trials]
     nested = [r for r in runs if r.data.tags["sweep_trial"] != "0"]
     assert {r.data.tags.get("mlflow.parentRunId") for r in nested} == {result.parent_run_id}
+    status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+    assert {int(r.data.tags["sweep_trial"]): r.info.status for r in runs} == {
+        t.number: status[t.state.name] for t in trials
+    }
+    assert mlflow.get_run(result.parent_run_id).info.status == "FINISHED"
     assert all(r.info.artifact_uri.startswith("mlflow-artifacts:/") for r in runs)  # served by the server
     assert not (user / "mlflow").exists() and not (user / "mlruns").exists()
 
@@ -286,13 +292,15 @@ def test_postgres_stopped_mid_sweep_fails_in_one_line_and_a_rerun_carries_on(sta
     finally:
         stack.script("scripts/pg.sh", "start", str(stack.dir / "pg"))
 
-    # the same command again carries on: the trials finished before the outage stay, the one cut off is retried
-    result = run_sweep(tiny_data, n, 1, stack.storage, study_name="outage", space=TINY_SPACE, overrides=FIXED, epochs=2)
+    # a worker run again carries on (as `galaxy sweep --study outage` would, without its report): the trials finished
+    # before the outage stay, the one cut off is failed by the heartbeat and retried, the study reaches N
+    run_worker("outage", stack.storage, tiny_data)
     trials = study_trials(stack.storage, "outage")
     assert all(trials[k].state == TrialState.COMPLETE for k in stopped["done"])
     states = Counter(t.state for t in trials)
     assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == n and states[TrialState.RUNNING] == 0, states
-    assert result.model_uri.startswith("models:/galaxy-vqvae/")
+    client = mlflow.MlflowClient()
+    assert not [r for r in client.search_runs([parent.info.experiment_id]) if r.info.status == "RUNNING"]
 
 
 @pytest.mark.skipif(

@@ -100,9 +100,9 @@ workers_up() {
 }
 
 mlflow_up() {
+  export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false  # MLflow's job runner (GenAI jobs, 7 processes) is not used here
   if [ "$MODE" = postgres ]; then
-    # MLflow's job runner (GenAI jobs, five more processes) is not used here
-    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false launch mlflow mlflow server \
+    launch mlflow mlflow server \
       --backend-store-uri "$(bash scripts/pg.sh url "$STATE/pg" mlflow)" --serve-artifacts \
       --artifacts-destination "$STATE/artifacts" --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1
   else
@@ -183,7 +183,7 @@ down() {
     fi
     rm -f "$f"
   done
-  for _ in $(seq 20); do
+  for _ in $(seq 10); do  # 5 s, then SIGKILL
     name=
     for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && name=$pid; done
     [ -z "$name" ] && break

@@ -12,8 +12,8 @@
 #                                          (as on separate machines), optuna-dashboard on the Optuna database
 #   bash scripts/stack.sh down             stop everything (the PostgreSQL data stays in .stack/pg)
 #   bash scripts/stack.sh status           what is running
-# `up --only PARTS` starts some parts only (comma-separated: pg, prefect, workers, mlflow, dashboard); the tests
-# use it. After `up`, `source .stack/env` gives a shell (or another machine) the three URLs a worker needs.
+# `up --only PARTS` starts some parts only (comma-separated: prefect, workers, mlflow, dashboard; PostgreSQL always
+# starts with --postgres); the tests use it. After `up`, `source .stack/env` gives a shell (or another machine) the three URLs a worker needs.
 # Ports: PREFECT_PORT, MLFLOW_PORT, DASHBOARD_PORT; GALAXY_STACK_DIR moves .stack elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -130,7 +130,7 @@ write_env() {  # what a shell or another machine needs to join this stack
 }
 
 up() {
-  MODE=sqlite WORKERS=1 PARTS=pg,prefect,workers,mlflow,dashboard
+  MODE=sqlite WORKERS=1 PARTS=prefect,workers,mlflow,dashboard
   while [ $# -gt 0 ]; do
     case "$1" in
       --postgres) MODE=postgres ;;

@@ -4,16 +4,17 @@ How a sweep runs (``run_sweep``):
 
 1. The parent MLflow run starts (experiment ``galaxy-sweep``) and the study is created ONCE, before any
    worker starts, with the SweepConfig every worker reads (``tasks.sweep_study``).
-2. W worker processes (``galaxy sweep-worker``; more may join from other machines on a shared RDB storage)
-   each run ``study.optimize`` with ``MaxTrialsCallback(N)`` counting COMPLETE and PRUNED trials
-   (``tasks.sweep_trial``). The callback runs as each trial ends, so the trials still running when the count
-   reaches N also finish: a sweep ends with N to N + W - 1 finished trials.
+2. W worker processes (``galaxy sweep-worker``, each in a folder of its own as if on another machine; more may
+   join from other machines on a shared RDB storage) each run ``study.optimize`` with ``MaxTrialsCallback(N)``
+   counting COMPLETE and PRUNED trials (``tasks.sweep_trial``). The callback runs as each trial ends, so the
+   trials still running when the count reaches N also finish: a sweep ends with N to N + W - 1 finished trials.
 3. A trial is a child MLflow run of the parent; a worker that dies mid-trial is covered by the heartbeat (its
    trial is failed and retried after the grace period) and, once this machine's workers have all exited,
    by the parent: their trials still RUNNING become FAIL and the MLflow runs of failed trials end FAILED.
-4. Any worker that exited non-zero fails the sweep with one line and its log's tail; ``--study NAME`` runs the
-   same sweep again, carrying on from the trials that finished. Otherwise the parent run gets the results
-   table, the A6 figures and the best trial, registered as ``galaxy-vqvae`` (``tasks.sweep_report``).
+4. Any worker that exited non-zero fails the sweep with one line and its log's tail (a lost study database, with
+   a line saying so); ``--study NAME`` runs the same sweep again, carrying on from the trials that finished.
+   Otherwise the parent run gets the results table, the A6 figures and the best trial, registered as
+   ``galaxy-vqvae`` (``tasks.sweep_report``).
 
 Names: K codebook size, D embedding dim, N trials, W workers.
 """

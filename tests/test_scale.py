@@ -246,7 +246,7 @@ def test_postgres_stopped_mid_sweep_fails_in_one_line_and_a_rerun_carries_on(sta
                 now = [t for t in trials if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
                 return done and now and (done, now[0])
 
-            done, running = wait_until(running_after_a_finished_one, 120, "a trial after a finished one", 0.05)
+            done, running = wait_until(running_after_a_finished_one, 120, "a trial after a finished one", 0.1)
             pid = int(running.user_attrs["worker"].rsplit(":", 1)[1])
             storage.engine.dispose()
             os.kill(pid, signal.SIGSTOP)

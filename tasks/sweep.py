@@ -4,16 +4,17 @@ How a sweep runs (``run_sweep``):
 
 1. The parent MLflow run starts (experiment ``galaxy-sweep``) and the study is created ONCE, before any
    worker starts, with the SweepConfig every worker reads (``tasks.sweep_study``).
-2. W worker processes (``galaxy sweep-worker``; more may join from other machines on a shared RDB storage)
-   each run ``study.optimize`` with ``MaxTrialsCallback(N)`` counting COMPLETE and PRUNED trials
-   (``tasks.sweep_trial``). The callback runs as each trial ends, so the trials still running when the count
-   reaches N also finish: a sweep ends with N to N + W - 1 finished trials.
+2. W worker processes (``galaxy sweep-worker``, each in a folder of its own as if on another machine; more may
+   join from other machines on a shared RDB storage) each run ``study.optimize`` with ``MaxTrialsCallback(N)``
+   counting COMPLETE and PRUNED trials (``tasks.sweep_trial``). The callback runs as each trial ends, so the
+   trials still running when the count reaches N also finish: a sweep ends with N to N + W - 1 finished trials.
 3. A trial is a child MLflow run of the parent; a worker that dies mid-trial is covered by the heartbeat (its
    trial is failed and retried after the grace period) and, once this machine's workers have all exited,
    by the parent: their trials still RUNNING become FAIL and the MLflow runs of failed trials end FAILED.
-4. Any worker that exited non-zero fails the sweep with one line and its log's tail; ``--study NAME`` runs the
-   same sweep again, carrying on from the trials that finished. Otherwise the parent run gets the results
-   table, the A6 figures and the best trial, registered as ``galaxy-vqvae`` (``tasks.sweep_report``).
+4. Any worker that exited non-zero fails the sweep with one line and its log's tail (a lost study database, with
+   a line saying so); ``--study NAME`` runs the same sweep again, carrying on from the trials that finished.
+   Otherwise the parent run gets the results table, the A6 figures and the best trial, registered as
+   ``galaxy-vqvae`` (``tasks.sweep_report``).
 
 Names: K codebook size, D embedding dim, N trials, W workers.
 """
@@ -44,7 +45,7 @@ from tasks import tracking
 from tasks.runs import runs_dir
 from tasks.sweep_report import SweepResult, summarise
 from tasks.sweep_space import SweepConfig, SweepSpace
-from tasks.sweep_study import STORAGE_ENV, create_study, masked, storage_url
+from tasks.sweep_study import STORAGE_ENV, create_study, masked, storage_errors, storage_url
 from tasks.sweep_trial import EXPERIMENT, end_stale_runs, safe_name, worker_id
 
 WORKER_COMMAND = [sys.executable, "-m", "cli.main", "sweep-worker"]  # `galaxy sweep-worker` of this interpreter
@@ -57,11 +58,24 @@ class Worker(NamedTuple):
     log: Path
 
 
+def absolute_sqlite(url: str) -> str:
+    """A SQLite URL with a relative path made absolute (workers run in folders of their own); others unchanged."""
+    prefix = "sqlite:///"
+    path = url[len(prefix) :] if url.startswith(prefix) else ""
+    if not path or path.startswith("/") or path == ":memory:":
+        return url
+    return prefix + str(Path(path).resolve())
+
+
 def launch_workers(study_name: str, storage: str, data_dir: str | Path, workers: int, log_dir: Path) -> list[Worker]:
-    """Run W ``galaxy sweep-worker`` processes on the study and wait for them all."""
+    """Run W ``galaxy sweep-worker`` processes on the study and wait for them all.
+
+    Each runs in a folder of its own (``log_dir/worker-I``, its run folders under it), as on a machine of its
+    own: the workers share only the storage URL, the MLflow tracking URI and the (read-only) data folder.
+    """
     env = dict(os.environ)
-    env[STORAGE_ENV] = storage
-    env["MLFLOW_TRACKING_URI"] = tracking.tracking_uri()
+    env[STORAGE_ENV] = absolute_sqlite(storage)
+    env["MLFLOW_TRACKING_URI"] = absolute_sqlite(tracking.tracking_uri())
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tracking.ROOT), env.get("PYTHONPATH")) if p)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
     env.setdefault("GALAXY_PROGRESS", "0")
@@ -70,9 +84,12 @@ def launch_workers(study_name: str, storage: str, data_dir: str | Path, workers:
     procs = []
     for i in range(workers):
         path = log_dir / f"worker-{i}.log"
+        home = (log_dir / f"worker-{i}").resolve()
+        home.mkdir(exist_ok=True)
         cmd = [*WORKER_COMMAND, "--study", study_name, "--data", data, "--worker-index", str(i)]
+        mine = {**env, "GALAXY_RUNS": str(home / "runs")}
         with open(path, "wb") as out:
-            procs.append((subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env), path))
+            procs.append((subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=mine, cwd=home), path))
     try:
         return [Worker(i, proc.pid, proc.wait(), path) for i, (proc, path) in enumerate(procs)]
     except BaseException:  # interrupted: stop the workers (they fail their trials), then re-raise
@@ -176,30 +193,30 @@ def run_sweep(
             )
         )
         config = SweepConfig(preset_name, epochs, limit, overrides, space, parent_id, data.key, n_trials)
-        study = create_study(
-            url,
-            study_name,
-            config.to_dict(),
-            seed,
-            startup_trials=startup,
-            warmup_epochs=warmup_epochs,
-            **(heartbeat or {}),
-        )
+        with storage_errors(url, study_name):
+            study = create_study(
+                url,
+                study_name,
+                config.to_dict(),
+                seed,
+                startup_trials=startup,
+                warmup_epochs=warmup_epochs,
+                **(heartbeat or {}),
+            )
         log_dir = runs_dir() / f"sweep-{safe_name(study_name)}"
         outcomes = launch_workers(study_name, url, data.root, workers, log_dir)
-        abandoned = fail_abandoned(study, outcomes)
         for w in outcomes:
             mlflow.log_artifact(str(w.log), artifact_path="sweep/logs")
         broken = [w for w in outcomes if w.returncode != 0]
-        mlflow.set_tags({"worker_failures": str(len(broken)), "abandoned_trials": str(abandoned)})
+        mlflow.set_tag("worker_failures", str(len(broken)))
         mlflow.log_metric("sweep_time_s", time.perf_counter() - t0)
-        if broken:
-            w = broken[0]
-            raise UserError(
-                f"sweep worker {w.index}",
-                f"exited {w.returncode}; {w.log} ends: {_tail(w.log)} (rerun with --study {study_name} to carry on)",
-            )
-        return summarise(study, data, parent_id)
+        with storage_errors(url, study_name):  # the database gone mid-sweep: the cause, before the workers' exits
+            mlflow.set_tag("abandoned_trials", str(fail_abandoned(study, outcomes)))
+            if broken:
+                w, again = broken[0], f"rerun with --study {study_name} to carry on"
+                ends = f"{w.log} ends: {_tail(w.log)}"
+                raise UserError(f"sweep worker {w.index}", f"exited {w.returncode}; {ends} ({again})")
+            return summarise(study, data, parent_id)
 
 
 @task(name="sweep", cache_policy=NO_CACHE)

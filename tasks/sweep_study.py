@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,32 @@ def storage_url(storage: str | None) -> str:
 def masked(url: str) -> str:
     """The URL with any password hidden (for params, tags and messages)."""
     return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def connection_failure(err: BaseException | None) -> str | None:
+    """The first line of the database-connection failure behind ``err`` (a server down, a refused or dropped
+    connection), else None. Optuna wraps some of them in StorageInternalError; its cause is looked at."""
+    while err is not None:
+        if isinstance(err, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+            text = str(getattr(err, "orig", None) or err).strip().splitlines()
+            return text[0][:300] if text else type(err).__name__
+        err = err.__cause__ or err.__context__
+    return None
+
+
+@contextmanager
+def storage_errors(url: str, study_name: str) -> Iterator[None]:
+    """A lost connection to the study's database, inside the block, becomes one line that says how to carry on."""
+    try:
+        yield
+    except Exception as err:
+        reason = connection_failure(err)
+        if reason is None:
+            raise
+        raise UserError(
+            f"sweep storage {masked(url)}",
+            f"unreachable ({reason}); start the database and rerun with --study {study_name} to carry on",
+        ) from None
 
 
 def _serialise_sqlite(engine: sqlalchemy.engine.Engine) -> None:

@@ -12,7 +12,10 @@ retry ends the dead try's MLflow run FAILED (``end_stale_runs``), as the parent 
 workers once they have exited.
 
 Fault injection: with ``GALAXY_SWEEP_EXIT_IN_TRIAL=k`` the worker running trial k exits (``os._exit(3)``) at
-the end of its first epoch, inside the trial and its MLflow run: the tests' deterministic kill.
+the end of its first epoch, inside the trial and its MLflow run: the tests' deterministic kill. With
+``GALAXY_SWEEP_HANG_IN_TRIAL=k`` it stops there instead (its heartbeat still beating) until a test kills it.
+
+A worker that loses the study's database (server down) ends with one line saying so (``storage_errors``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -43,10 +47,11 @@ from tasks import tracking
 from tasks import vqvae as vqvae_stage  # a trial is one run of the VQ-VAE stage
 from tasks.runs import runs_dir
 from tasks.sweep_space import SweepConfig, describe
-from tasks.sweep_study import CONFIG_ATTR, FINISHED, count, load_sweep_study
+from tasks.sweep_study import CONFIG_ATTR, FINISHED, count, load_sweep_study, storage_errors, storage_url
 
 EXPERIMENT = "galaxy-sweep"
 EXIT_ENV = "GALAXY_SWEEP_EXIT_IN_TRIAL"  # fault injection: the trial number whose worker exits after epoch 1
+HANG_ENV = "GALAXY_SWEEP_HANG_IN_TRIAL"  # fault injection: the trial number whose worker waits after epoch 1
 # per-try user attrs: a retry inherits its failed try's, and must not report them as its own
 TRY_ATTRS = (
     "mlflow_run_id",
@@ -115,7 +120,7 @@ def _start_retry(study: optuna.Study, trial: optuna.Trial) -> None:
 def make_objective(study: optuna.Study, config: SweepConfig, data_dir: str | Path) -> Callable[[optuna.Trial], float]:
     """The function ``study.optimize`` calls: one trial, returns its final validation MSE."""
     client = mlflow.MlflowClient()
-    exit_in = os.environ.get(EXIT_ENV)
+    exit_in, hang_in = os.environ.get(EXIT_ENV), os.environ.get(HANG_ENV)
 
     def objective(trial: optuna.Trial) -> float:
         _start_retry(study, trial)
@@ -142,6 +147,10 @@ def make_objective(study: optuna.Study, config: SweepConfig, data_dir: str | Pat
                 if exit_in == str(trial.number):
                     print(f"{EXIT_ENV}={exit_in}: exiting inside trial {trial.number}", file=sys.stderr, flush=True)
                     os._exit(3)
+                if hang_in == str(trial.number):
+                    print(f"{HANG_ENV}={hang_in}: waiting inside trial {trial.number}", file=sys.stderr, flush=True)
+                    while True:  # until killed
+                        time.sleep(1)
                 trial.report(float(metrics["val_mse"]), step=epoch)
                 if epoch < train_cfg.epochs and trial.should_prune():  # after the last epoch nothing is saved
                     raise optuna.TrialPruned(f"val_mse {metrics['val_mse']:.4g} at epoch {epoch}")
@@ -194,27 +203,28 @@ def run_worker(study_name: str, storage: str | None, data_dir: str | Path, worke
     The study and its SweepConfig come from ``create_study``; the data folder must hold the study's data.
     """
     tracking.setup()
-    study = load_sweep_study(storage, study_name, worker_index)
-    if CONFIG_ATTR not in study.user_attrs:
-        raise UserError("study", f"{study_name!r} has no sweep config; start sweeps with galaxy sweep")
-    config = SweepConfig.from_dict(study.user_attrs[CONFIG_ATTR])
-    data = load_prepared(data_dir)
-    if config.data_key and data.key != config.data_key:
-        theirs = config.data_key[:12]
-        raise UserError(data_dir, f"holds data {data.key[:12]}, but study {study_name!r} sweeps data {theirs}")
-    if count(study) >= config.n_trials:  # a late worker must not start an extra trial
-        return 0
-    ran: list[int] = []
-    study.optimize(
-        make_objective(study, config, data_dir),
-        catch=(Exception,),  # a broken trial must not stop the sweep; the study records it FAIL
-        callbacks=[
-            MaxTrialsCallback(config.n_trials, states=FINISHED),
-            MaxTrialsCallback(config.n_trials, states=(TrialState.FAIL,)),  # give up when N trials failed
-            lambda _study, frozen: ran.append(frozen.number),
-        ],
-    )
-    log.info("worker %d: ran %d trials, %d finished in the study", worker_index, len(ran), count(study))
+    with storage_errors(storage_url(storage), study_name):
+        study = load_sweep_study(storage, study_name, worker_index)
+        if CONFIG_ATTR not in study.user_attrs:
+            raise UserError("study", f"{study_name!r} has no sweep config; start sweeps with galaxy sweep")
+        config = SweepConfig.from_dict(study.user_attrs[CONFIG_ATTR])
+        data = load_prepared(data_dir)
+        if config.data_key and data.key != config.data_key:
+            theirs = config.data_key[:12]
+            raise UserError(data_dir, f"holds data {data.key[:12]}, but study {study_name!r} sweeps data {theirs}")
+        if count(study) >= config.n_trials:  # a late worker must not start an extra trial
+            return 0
+        ran: list[int] = []
+        study.optimize(
+            make_objective(study, config, data_dir),
+            catch=(Exception,),  # a broken trial must not stop the sweep; the study records it FAIL
+            callbacks=[
+                MaxTrialsCallback(config.n_trials, states=FINISHED),
+                MaxTrialsCallback(config.n_trials, states=(TrialState.FAIL,)),  # give up when N trials failed
+                lambda _study, frozen: ran.append(frozen.number),
+            ],
+        )
+        log.info("worker %d: ran %d trials, %d finished in the study", worker_index, len(ran), count(study))
     return len(ran)
 
 

@@ -1,6 +1,7 @@
 """The Optuna sweep on Optuna's own API: search space, one-time study creation, queued trials taken once on
-SQLite, trials as child runs with pruning, parallel workers that lose no trial, a killed worker's trial failed
-by the heartbeat and retried, failing workers and foreign data as one-line errors, and `galaxy sweep`."""
+SQLite, trials as child runs with pruning, failing workers and foreign data as one-line errors, and `galaxy sweep`
+end to end (parallel workers, the A6 report, the best trial registered). Three workers on PostgreSQL and a
+tracking server, and a SIGKILLed worker's trial failed by the heartbeat and retried: tests/test_scale.py."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -26,12 +28,11 @@ from model.data import load_prepared, prepare
 from model.errors import UserError
 from model.plotting.sweep import best_per_value
 from model.vqvae import PRESETS, lucidrains_defaults
-from tasks.registry import load_vqvae
 from tasks.sweep import run_sweep
 from tasks.sweep_space import SweepConfig, SweepSpace
 from tasks.sweep_study import STORAGE_ENV, create_study
-from tasks.sweep_trial import EXIT_ENV, EXPERIMENT, make_objective, run_worker
-from tests.conftest import TINY_VQVAE, make_galaxy10
+from tasks.sweep_trial import EXIT_ENV, EXPERIMENT, make_objective
+from tests.conftest import TINY_VQVAE, make_galaxy10, use_store
 
 GALAXY = str(Path(sys.executable).with_name("galaxy"))
 FIXED = {k: v for k, v in TINY_VQVAE.items() if k not in ("codebook_size", "embedding_dim")}
@@ -203,103 +204,6 @@ def test_pruned_trial_ends_its_run_killed_and_bad_settings_fail(mlflow_store, ti
     assert study.trials[1].state == TrialState.FAIL and "no_such_setting" in study.trials[1].user_attrs["error"]
 
 
-def test_parallel_workers_lose_no_trial_and_register_the_best(mlflow_store, tiny_data):
-    n, w = 4, 2
-    result = run_sweep(
-        tiny_data,
-        n_trials=n,
-        workers=w,
-        epochs=2,
-        study_name="tiny",
-        space=TINY_SPACE,
-        overrides=FIXED,
-        startup_trials=2,
-    )
-
-    # the study: N to N + W - 1 finished trials (MaxTrialsCallback's overshoot), none left running or failed
-    study = optuna.load_study(study_name="tiny", storage="sqlite:///mlflow/optuna.db")
-    trials = study.trials
-    states = Counter(t.state for t in trials)
-    assert n <= states[TrialState.COMPLETE] + states[TrialState.PRUNED] <= n + w - 1, states
-    assert set(states) <= {TrialState.COMPLETE, TrialState.PRUNED} and states[TrialState.COMPLETE] >= 1, states
-    assert result.counts == {s.name: k for s, k in states.items()}
-
-    # one nested run per trial under the parent; finished runs FINISHED, pruned ones KILLED
-    parent = mlflow.get_run(result.parent_run_id)
-    assert parent.info.status == "FINISHED"
-    children = mlflow.search_runs(
-        experiment_ids=[parent.info.experiment_id],
-        output_format="list",
-        filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'",
-    )
-    assert sorted(int(r.data.tags["sweep_trial"]) for r in children) == sorted(t.number for t in trials)
-    for t in trials:
-        run = mlflow.get_run(t.user_attrs["mlflow_run_id"])
-        assert run.info.status == ("FINISHED" if t.state == TrialState.COMPLETE else "KILLED")
-        assert {"val_psnr", "val_utilisation", "val_perplexity"} <= set(t.user_attrs)
-
-    # the parent records the best trial, registered as version 1 and champion
-    best = study.best_trial
-    assert result.best_value == best.value and result.best_params == best.params
-    assert parent.data.metrics["best_val_mse"] == pytest.approx(best.value)
-    assert parent.data.params["best.codebook_size"] == str(best.params["codebook_size"])
-    assert parent.data.tags["best_trial_run_id"] == best.user_attrs["mlflow_run_id"] == result.best_run_id
-    assert result.model_uri == "models:/galaxy-vqvae/1"
-    client = mlflow.MlflowClient()
-    assert client.get_model_version("galaxy-vqvae", "1").run_id == result.best_run_id
-    assert str(client.get_model_version_by_alias("galaxy-vqvae", "champion").version) == "1"
-    vqvae, _ = load_vqvae(result.model_uri)
-    assert vqvae.config.codebook_size == best.params["codebook_size"]
-    assert vqvae.config.embedding_dim == best.params["embedding_dim"]
-
-    # A6: figures and a results table with one row per trial
-    names = {a.path for a in mlflow.artifacts.list_artifacts(run_id=result.parent_run_id, artifact_path="sweep")}
-    assert {
-        "sweep/results.csv",
-        "sweep/metrics_table.png",
-        "sweep/mse_by_size.png",
-        "sweep/reconstructions_by_dim.png",
-        "sweep/reconstructions_by_size.png",
-        "sweep/logs",
-    } <= names
-    table = mlflow.artifacts.load_text(f"runs:/{result.parent_run_id}/sweep/results.csv")
-    rows = list(csv.DictReader(io.StringIO(table)))
-    assert sorted(int(r["trial"]) for r in rows) == sorted(t.number for t in trials)
-    assert {"val_psnr", "val_utilisation", "val_perplexity"} <= set(rows[0])
-
-
-def test_killed_worker_trial_is_failed_by_the_heartbeat_and_retried(mlflow_store, tiny_data):
-    url = f"sqlite:///{mlflow_store}/optuna.db"
-    config = SweepConfig(epochs=2, overrides=FIXED, space=TINY_SPACE, data_key=load_prepared(tiny_data).key, n_trials=2)
-    create_study(url, "kill", config.to_dict(), startup_trials=2, **FAST_BEAT)
-    env = {**os.environ, STORAGE_ENV: url, EXIT_ENV: "0"}  # this worker exits inside trial 0, after its epoch 1
-    dead = subprocess.run(
-        [GALAXY, "sweep-worker", "--study", "kill", "--data", str(tiny_data)],
-        cwd=mlflow_store,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert dead.returncode == 3 and "exiting inside trial 0" in dead.stderr, dead.stderr[-2000:]
-    killed = optuna.load_study(study_name="kill", storage=url).trials[0]
-    assert killed.state == TrialState.RUNNING  # left behind by the dead worker, with its MLflow run
-    assert mlflow.get_run(killed.user_attrs["mlflow_run_id"]).info.status == "RUNNING"
-
-    time.sleep(FAST_BEAT["grace_period"] + 2)  # its last heartbeat is now older than the grace period
-    run_worker("kill", url, tiny_data, worker_index=1)
-
-    trials = optuna.load_study(study_name="kill", storage=url).trials
-    assert trials[0].state == TrialState.FAIL  # failed by the heartbeat...
-    assert trials[1].params == trials[0].params and trials[1].user_attrs["retry_of"] == 0  # ...and retried
-    states = Counter(t.state for t in trials)
-    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == 2 and states[TrialState.FAIL] == 1, states
-    runs = sweep_runs("kill")
-    assert sorted(int(r.data.tags["sweep_trial"]) for r in runs) == [t.number for t in trials]
-    assert mlflow.get_run(killed.user_attrs["mlflow_run_id"]).info.status == "FAILED"
-    assert not [r for r in runs if r.info.status == "RUNNING"]
-
-
 def test_worker_exiting_nonzero_fails_the_sweep_in_one_line_with_its_log_tail(mlflow_store, tiny_data, monkeypatch):
     monkeypatch.setenv(EXIT_ENV, "0")
     with pytest.raises(UserError) as caught:
@@ -337,7 +241,7 @@ def test_galaxy_sweep_argument_errors_are_one_line(mlflow_store, tiny_data):
     assert mlflow.MlflowClient().get_experiment_by_name(EXPERIMENT) is None, "nor start a sweep run"
 
 
-def test_galaxy_sweep_command_end_to_end(tmp_path, tiny_data):
+def test_galaxy_sweep_command_end_to_end(tmp_path, tiny_data, monkeypatch):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GALAXY_", "MLFLOW_TRACKING"))}
     env["GALAXY_PROGRESS"] = "0"
     settings = [f"--set={k}={json.dumps(v)}" for k, v in {**FIXED, "codebook_size": 16, "embedding_dim": 4}.items()]
@@ -351,3 +255,28 @@ def test_galaxy_sweep_command_end_to_end(tmp_path, tiny_data):
     states = Counter(t.state for t in study.trials)
     assert 2 <= states[TrialState.COMPLETE] + states[TrialState.PRUNED] <= 3, states  # N..N+W-1
     assert set(states) <= {TrialState.COMPLETE, TrialState.PRUNED}
+
+    # the parent run: one nested run per trial, the A6 figures and results table; the best trial registered
+    # (tests/test_scale.py checks the same of 3 workers on PostgreSQL and a tracking server)
+    use_store(f"sqlite:///{tmp_path}/mlflow/mlflow.db", monkeypatch)
+    parent_id = re.search(r"parent run (\w+);", proc.stdout).group(1)
+    assert mlflow.get_run(parent_id).info.status == "FINISHED"
+    children = mlflow.search_runs(
+        experiment_names=[EXPERIMENT], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", output_format="list"
+    )
+    assert sorted(int(r.data.tags["sweep_trial"]) for r in children) == sorted(t.number for t in study.trials)
+    names = {a.path for a in mlflow.artifacts.list_artifacts(run_id=parent_id, artifact_path="sweep")}
+    assert {
+        "sweep/results.csv",
+        "sweep/metrics_table.png",
+        "sweep/mse_by_size.png",
+        "sweep/reconstructions_by_dim.png",
+        "sweep/reconstructions_by_size.png",
+        "sweep/logs",
+    } <= names
+    rows = list(csv.DictReader(io.StringIO(mlflow.artifacts.load_text(f"runs:/{parent_id}/sweep/results.csv"))))
+    assert sorted(int(r["trial"]) for r in rows) == sorted(t.number for t in study.trials)
+    assert {"val_psnr", "val_utilisation", "val_perplexity"} <= set(rows[0])
+    best = study.best_trial
+    version = mlflow.MlflowClient().get_model_version_by_alias("galaxy-vqvae", "champion")
+    assert str(version.version) == "1" and version.run_id == best.user_attrs["mlflow_run_id"]

@@ -32,16 +32,11 @@ def _fmt(value) -> str:
 
 def metrics_text(metrics: dict) -> str:
     """'name value' pairs; a number with ``name_lo`` / ``name_hi`` beside it is shown as 'name value [lo, hi]'."""
-    bounds = {k.removesuffix(end) for k in metrics for end in ("_lo", "_hi") if k.endswith(end)}
-    bounds &= {k for k in metrics if f"{k}_lo" in metrics and f"{k}_hi" in metrics}
+    bounds = {k for k in metrics if f"{k}_lo" in metrics and f"{k}_hi" in metrics}
+    hidden = {f"{k}{end}" for k in bounds for end in ("_lo", "_hi")}
     parts = []
     for key, value in metrics.items():
-        if (
-            key.removesuffix("_lo") in bounds
-            and key.endswith("_lo")
-            or key.removesuffix("_hi") in bounds
-            and key.endswith("_hi")
-        ):
+        if key in hidden:
             continue
         interval = f" [{_fmt(metrics[f'{key}_lo'])}, {_fmt(metrics[f'{key}_hi'])}]" if key in bounds else ""
         parts.append(f"{key} {_fmt(value)}{interval}")

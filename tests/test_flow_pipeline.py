@@ -83,17 +83,6 @@ def test_full_flow_runs_every_stage(prefect_server, mlflow_store, tmp_path):
     assert counts() == before
 
 
-def test_sweep_stage_runs_through_the_flow(prefect_server, mlflow_store, tmp_path):
-    config = tiny_config(tmp_path, ["data", "sweep"]).model_copy(update={"sweep_trials": 2, "sweep_workers": 2})
-    results = galaxy(config)
-    sweep = results["sweep"]
-    assert set(results) == {"data", "sweep"}
-    assert 2 <= sweep["counts"].get("COMPLETE", 0) + sweep["counts"].get("PRUNED", 0) <= 3  # N..N+W-1
-    parent = mlflow.get_run(sweep["parent_run_id"])
-    assert "best_val_mse" in parent.data.metrics
-    assert sweep["model_uri"] == "models:/galaxy-vqvae/1"
-
-
 def test_real_file_comes_from_the_setting_then_galaxy_real_then_the_dev_file(monkeypatch, tmp_path):
     import flows.pipeline as P
 

@@ -43,7 +43,6 @@ FIXED = {k: v for k, v in TINY_VQVAE.items() if k not in ("codebook_size", "embe
 TINY_SPACE = SweepSpace(codebook_sizes=(16, 32), embedding_dims=(4, 8), cosine_sim=(False,))
 FAST_BEAT = {"heartbeat_interval": 1, "grace_period": 3, "max_retry": 2}  # a dead worker's trial is stale after 3 s
 FAST_PG = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"  # a throwaway cluster
-FLOWS_ENV = "TEST_PREFECT_ON_POSTGRES"  # =1 runs the flow test too (not GALAXY_*: conftest clears those)
 
 
 def postgres_binaries() -> bool:
@@ -303,12 +302,9 @@ def test_postgres_stopped_mid_sweep_fails_in_one_line_and_a_rerun_carries_on(sta
     assert not [r for r in client.search_runs([parent.info.experiment_id]) if r.info.status == "RUNNING"]
 
 
-@pytest.mark.skipif(
-    os.environ.get(FLOWS_ENV) != "1",
-    reason=f"about 50 CPU-seconds (a Prefect server, deployments, 2 workers, 2 flow runs), over the suite's 4-minute "
-    f"budget on 2 cores: run it with {FLOWS_ENV}=1",
-)
 def test_two_flow_runs_at_once_on_two_workers_of_a_prefect_server_on_postgres(stack, tmp_path, monkeypatch):
+    """galaxy/full twice at once: one trains a VQ-VAE, the other sweeps (the sweep stage through the flow, with
+    its Optuna study on the stack's PostgreSQL); each worker runs one in its own folder."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -316,12 +312,10 @@ def test_two_flow_runs_at_once_on_two_workers_of_a_prefect_server_on_postgres(st
     stack.script("scripts/stack.sh", "up", "--postgres", "--only", "prefect,workers", "--workers", "2")
     api = stack.urls()["PREFECT_API_URL"]
     source = make_galaxy10(tmp_path / "src.h5", n=120, side=64)
-
-    def config(seed: int) -> dict:
-        vqvae = {**TINY_VQVAE, "widths": list(TINY_VQVAE["widths"])}
-        return dict(
-            source=f"h5:{source}", size=32, seed=seed, stages=["data", "vqvae"], vqvae_epochs=1, vqvae_overrides=vqvae
-        )
+    vqvae = {**TINY_VQVAE, "widths": list(TINY_VQVAE["widths"])}
+    common = dict(source=f"h5:{source}", size=32, vqvae_epochs=1, vqvae_overrides=vqvae)
+    train = dict(common, seed=0, stages=["data", "vqvae"])
+    sweep = dict(common, seed=1, stages=["data", "sweep"], sweep_trials=2, sweep_workers=1)
 
     with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
 
@@ -330,7 +324,7 @@ def test_two_flow_runs_at_once_on_two_workers_of_a_prefect_server_on_postgres(st
             return len([w for w in workers if str(w.status).endswith("ONLINE")]) == 2
 
         wait_until(both_online, 120, "two workers to poll the pool", every=0.5)
-        runs = [run_deployment("galaxy/full", parameters={"config": config(seed)}, timeout=0) for seed in (0, 1)]
+        runs = [run_deployment("galaxy/full", parameters={"config": c}, timeout=0) for c in (train, sweep)]
 
         def finished():
             states = [client.read_flow_run(run.id).state for run in runs]
@@ -343,18 +337,28 @@ def test_two_flow_runs_at_once_on_two_workers_of_a_prefect_server_on_postgres(st
     folders = [stack.dir / "workers" / f"worker-{i}" for i in range(2)]
     assert all((f / "data" / "prepared").is_dir() for f in folders), [list(f.iterdir()) for f in folders]
 
+    # the sweep's study is on PostgreSQL: exactly 2 finished trials (one sweep worker), none left running
+    studies = optuna.get_all_study_summaries(storage=stack.storage)
+    swept = [s for s in studies if s.study_name.startswith("sweep-")]  # the flow names its study
+    assert len(swept) == 1, [s.study_name for s in studies]
+    states = Counter(t.state for t in study_trials(stack.storage, swept[0].study_name))
+    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == 2 and set(states) <= {
+        TrialState.COMPLETE,
+        TrialState.PRUNED,
+    }, states
+
     # the models are in the tracking server, and load from a third folder by alias and by version
     use_store(stack.tracking, monkeypatch)
     client = mlflow.MlflowClient()
-    stage = client.get_experiment_by_name("galaxy-vqvae").experiment_id
-    versions = [
-        v
-        for v in client.search_model_versions("name='galaxy-vqvae'")
-        if client.get_run(v.run_id).info.experiment_id == stage
-    ]
-    assert len(versions) == 2, versions
-    for v in versions:
+    sweeps = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    [parent] = client.search_runs([sweeps], f"tags.study = '{swept[0].study_name}'")
+    assert parent.info.status == "FINISHED" and "best_val_mse" in parent.data.metrics
+    versions = client.search_model_versions("name='galaxy-vqvae'")
+    by_run = {client.get_run(v.run_id).info.experiment_id: v for v in versions}
+    trained = by_run[client.get_experiment_by_name("galaxy-vqvae").experiment_id]
+    swept_best = by_run[client.get_experiment_by_name(EXPERIMENT).experiment_id]
+    for v in (trained, swept_best):
         vqvae, _ = load_vqvae(f"models:/galaxy-vqvae/{v.version}")
-        assert vqvae.config.codebook_size == TINY_VQVAE["codebook_size"]
+        assert vqvae.config.image_size == 32
     vqvae, _ = load_vqvae("models:/galaxy-vqvae@champion")
     assert vqvae.config.image_size == 32

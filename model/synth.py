@@ -62,6 +62,7 @@ from model.synth_redshift import (
     REDSHIFT_MISSING,
     Z_REF,
     apparent_radius,
+    checked_redshift,
     distance_dimming,
     draw_radius,
     draw_redshift,
@@ -288,15 +289,14 @@ def render_with_redshift(
     """Render one galaxy of class `label` as (size, size, 3) uint8 RGB seen at redshift z; return (image, z).
 
     z (drawn from Galaxy10's distribution when None) sets the apparent size of the physical half-light radius
-    r_kpc (drawn for the class and the sample's size selection when None), the dimming and the colour shift
-    (``model.synth_redshift``). The random draws do not depend on z or r_kpc: one generator state renders the
-    same galaxy at any redshift."""
+    r_kpc (drawn for the class when None), the dimming and the colour (``model.synth_redshift``). The draws do
+    not depend on z or r_kpc: one generator state renders the same galaxy at any redshift."""
     if not 0 <= label < NUM_CLASSES:
         raise ValueError(f"label {label} is not in 0..{NUM_CLASSES - 1}")
     scale = PIXEL_SCALE * REFERENCE_SIZE / size
     scene = Scene(size, scale, rng.normal(0, 1.0, 2) * PX, np.zeros((3, size, size), dtype=np.float32))
     z_drawn, u_size, m_scatter = draw_redshift(rng), rng.random(), rng.normal(0, 0.3)
-    z = z_drawn if z is None else float(z)
+    z = z_drawn if z is None else checked_redshift(z)
     r_kpc = draw_radius(label, z, u_size) if r_kpc is None else float(r_kpc)
     hlr = apparent_radius(r_kpc, z)
     # v2's relation at Z_REF (brighter for bigger galaxies, roughly constant surface brightness, r ~ 14-17.7),

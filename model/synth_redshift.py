@@ -15,26 +15,27 @@ fewer PSF widths and loses its detail as real ones do.
 
 Where the numbers come from:
 - z: a gamma fitted by its mean (0.077) and spread (0.040) to the 118 Galaxy10 DECaLS redshifts shown by the
-  Hugging Face viewer of MultimodalUniverse/gz10 (three pages of rows; 5-95 % 0.022-0.142, median 0.074,
-  rising from 0.005 and falling off past 0.15, the NSA catalogue's limit). The gamma peaks at 0.056 and keeps
-  a thin tail past 0.2 (0.7 %), as the full column has a few galaxies beyond.
+  Hugging Face viewer of MultimodalUniverse/gz10 (three pages of rows: 5-95 % 0.022-0.142, median 0.074, few
+  past 0.15, where the NASA-Sloan Atlas behind Galaxy Zoo DECaLS stops). The gamma has median 0.070, 5-95 %
+  0.025-0.152, peaks at 0.056 and keeps a thin tail past 0.2 (1 %), as the full column has some beyond.
 - missing redshifts: the viewer marks the real column as having missing values, yet none of the 118 rows read
   was missing: the fraction is small (under 2.5 % at 95 % confidence). REDSHIFT_MISSING = 2 % is stored as
   NaN (the image is still drawn at its z), enough to exercise every NaN path.
-- R: per class, log-normal (sigma 0.45 in ln R, the width of the size distribution at fixed luminosity in
-  SDSS, Shen et al. 2003) around the radius that gives the class's calibrated apparent size (SYNTH_VERSION 2,
-  ``APPARENT_SIZE``) at z_ref = 0.07. Galaxy10 holds only galaxies big and bright enough for volunteers to
-  classify, so a galaxy enters the sample only if its apparent size falls in its class's window: R is drawn
-  from the log-normal truncated to [lo, hi] x D_A(z). The apparent sizes keep their v2 range, while galaxies
-  further away are larger and brighter (the sample's Malmquist bias), and still smaller on the sky.
+- R: per class, log-normal around the radius that gives the class's calibrated apparent size
+  (SYNTH_VERSION 2, ``APPARENT_SIZE``) at z_ref = 0.07, with sigma 0.45 in ln R (within the 0.3-0.5 that
+  Shen et al. 2003 measure at fixed luminosity in SDSS). Galaxy10 holds only galaxies big and bright enough for
+  volunteers to classify, so a galaxy enters the sample only if its apparent size falls in its class's window:
+  R is drawn from the log-normal truncated to [lo, hi] x D_A(z). Apparent sizes keep their v2 range; galaxies
+  further away are larger and brighter (the sample's Malmquist bias) yet smaller on the sky (Spearman about
+  -0.5 between apparent size and z within a class; sigma sets it).
 - m_ref: v2's size-brightness relation read at z_ref (``model.synth``), clipped to r = 13.5-18.0 there; the
-  distance modulus moves it with z.
+  distance modulus moves it with z, so a galaxy far out may be fainter than 18.
 - K-correction: the linear slopes s_b per unit z of the K-corrections of Chilingarian, Melchior & Zolotukhin
-  (2010, MNRAS 405, 1409; their 2012 polynomial coefficients for g from g-z, r from g-r and z from g-z, fitted
-  through the origin over 0 < z < 0.25) for blue (g-r 0.4), mixed (0.7) and red (1.0) populations, and
-  interpolated in each pixel's g-r. The galaxies' colours are observed-frame colours at z_ref, so only the
-  difference from z_ref is applied: red light reddens by 1.3 mag in g-r and 0.5 in r-z per unit z, blue light
-  by 0.37 and 0.09.
+  (2010, MNRAS 405, 1409; their 2012 polynomials for SDSS g from g-z, r from g-r and z from g-z, close to
+  DECam's bands, fitted through the origin over 0 < z < 0.25) for blue (g-r 0.4), mixed (0.7) and red (1.0)
+  populations, interpolated in each pixel's g-r. The galaxies' colours are observed-frame colours at z_ref, so
+  only the difference from z_ref is applied: red light reddens by 1.3 mag in g-r and 0.5 in r-z per unit z,
+  blue light by 0.36 and 0.10.
 
 Dimension letters: S image side (pixels), K bands (3: g, r, z).
 """
@@ -54,6 +55,7 @@ OMEGA_M = 0.3  # flat: Omega_Lambda = 1 - OMEGA_M
 ARCSEC_PER_RAD = 206264.806
 Z_GAMMA = (3.7, 0.0208)  # shape, scale of the redshift distribution
 Z_RANGE = (0.005, 0.3)
+Z_MAX_RENDER = 0.5  # a galaxy may be rendered at any 0 < z <= this (the K-correction fits go to 0.5)
 REDSHIFT_MISSING = 0.02  # fraction of stored redshifts that are NaN, as some are in the real file
 Z_REF = 0.07  # the redshift at which v2's calibrated sizes, magnitudes and colours hold
 SIZE_SIGMA = 0.45  # ln R spread of each class's physical size distribution
@@ -103,6 +105,13 @@ def kpc_per_arcsec(z: float) -> float:
 
 
 # ---------------------------------------------------------------- one galaxy's redshift and size
+
+
+def checked_redshift(z: float) -> float:
+    """z as a float, or a ValueError when it lies outside (0, Z_MAX_RENDER] (the K-correction fits stop at 0.5)."""
+    if not 0 < z <= Z_MAX_RENDER:
+        raise ValueError(f"redshift {z} is not in (0, {Z_MAX_RENDER}]")
+    return float(z)
 
 
 def draw_redshift(rng: np.random.Generator) -> float:

@@ -57,6 +57,12 @@ def test_drawn_radii_keep_the_apparent_size_in_the_class_window(label):
     assert np.all(np.diff([draw_radius(label, z, 0.5) for z in (0.03, 0.07, 0.15)]) > 0)  # and is larger (selection)
 
 
+@pytest.mark.parametrize("z", [0.0, -0.1, 0.6, float("nan")])
+def test_rendering_outside_the_modelled_redshifts_is_an_error(z):
+    with pytest.raises(ValueError, match="redshift"):
+        render_with_redshift(2, image_rng(0, 0), 32, z=z)
+
+
 # ---------------------------------------------------------------- the same galaxy at two redshifts, on its images
 
 

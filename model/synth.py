@@ -13,7 +13,11 @@ the number of worker processes.
 
 Calibrated (SYNTH_VERSION 2) against real Galaxy10 DECaLS images with `galaxy data realism`: sky level and
 noise, the density of field sources, and per-class colour, size and axis ratio; colours follow published
-colour-morphology relations and overlap between classes as real ones do.
+colour-morphology relations and overlap between classes as real ones do. Since version 3 each galaxy has a
+redshift z (``model.synth_redshift``) drawn first, from Galaxy10's distribution, and a physical half-light
+radius R: it appears at θ = R / D_A(z) with flux L / (4π D_L(z)²), so (1 + z)^-4 fainter per unit area, and
+redder by a per-pixel K-correction; v2's sizes, magnitudes and colours hold at z = 0.07. A fraction
+(REDSHIFT_MISSING) of the stored redshifts is NaN, as in the real file.
 
 Dimension letters: N images, S image side (pixels), K bands (3: g, r, z), C colour channels (3: R, G, B),
 P points (knots, stream particles).
@@ -54,9 +58,19 @@ from model.synth_galaxies import (
     transform,
 )
 from model.synth_interacting import draw_disturbed, draw_merging
+from model.synth_redshift import (
+    REDSHIFT_MISSING,
+    Z_REF,
+    apparent_radius,
+    checked_redshift,
+    distance_dimming,
+    draw_radius,
+    draw_redshift,
+    k_correct,
+)
 
 #: Bump when the look of the images changes (stored in the file's attrs).
-SYNTH_VERSION = 2
+SYNTH_VERSION = 3
 GENERATOR = "galaxy-synth"
 RGB_SCALES = np.array([2.2, 3.4, 6.0])  # (C,) multipliers for z, r, g as R, G, B (Legacy Survey viewer)
 RGB_Q = 20.0
@@ -74,7 +88,7 @@ EXTINCTION = np.array([3.21, 2.17, 1.21])  # (K,) A_band / E(B-V) for DECam g, r
 #: mag per class: disks have lower surface brightness than ellipticals of the same size; edge-on disks pile
 #: their light along a line, so they are dimmed more to keep their centres as bright as real ones.
 DISK_DIMMING = (0.0, 0.0, 0.0, 0.0, 0.3, 1.1, 1.1, 1.0, 1.2, 1.0)
-FAINT_SOURCES = (15.0, 45.0)
+FAINT_SOURCES = (15.0, 45.0)  # mean count of faint field sources per 67-arcsec cut-out (drawn per image)
 #: Fraction of images whose label is wrong: drawn as a neighbouring class that volunteers confuse with it.
 #: An assumed rate (Galaxy10 keeps galaxies with a clear vote majority, so most labels are right), not a
 #: measurement; the file's `ans` keeps the exact Galaxy10 class proportions.
@@ -90,8 +104,7 @@ CONFUSABLE: dict[int, tuple[int, ...]] = {
     7: (6, 0),
     8: (9, 4),  # edge-on without <-> with bulge, cigar
     9: (8, 4),
-}  # mean count of faint field sources per 67-arcsec cut-out (drawn per image)
-C_OVER_H0_MPC = 4282.7  # c / H0 for H0 = 70 km/s/Mpc
+}
 
 
 # ---------------------------------------------------------------- PSF, stars, noise, colour
@@ -270,33 +283,26 @@ def asinh_rgb(bands: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- one image
 
 
-def _apparent_size(label: int, rng: np.random.Generator) -> float:
-    """Half-light radius in arcsec for the class (reference pixels: a few to ~25)."""
-    lo, hi = {
-        0: (7, 18),
-        1: (6, 15),
-        2: (5, 18),
-        3: (5, 15),
-        4: (6, 16),
-        5: (14, 36),
-        6: (13, 32),
-        7: (12, 32),
-        8: (20, 44),
-        9: (12, 30),
-    }[label]
-    return math.exp(rng.uniform(math.log(lo), math.log(hi))) * PX
+def render_with_redshift(
+    label: int, rng: np.random.Generator, size: int = 256, z: float | None = None, r_kpc: float | None = None
+) -> tuple[np.ndarray, float]:
+    """Render one galaxy of class `label` as (size, size, 3) uint8 RGB seen at redshift z; return (image, z).
 
-
-def render_with_redshift(label: int, rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, float]:
-    """Render one galaxy of class `label` as (size, size, 3) uint8 RGB, with a redshift matching its size."""
+    z (drawn from Galaxy10's distribution when None) sets the apparent size of the physical half-light radius
+    r_kpc (drawn for the class when None), the dimming and the colour (``model.synth_redshift``). The draws do
+    not depend on z or r_kpc: one generator state renders the same galaxy at any redshift."""
     if not 0 <= label < NUM_CLASSES:
         raise ValueError(f"label {label} is not in 0..{NUM_CLASSES - 1}")
     scale = PIXEL_SCALE * REFERENCE_SIZE / size
     scene = Scene(size, scale, rng.normal(0, 1.0, 2) * PX, np.zeros((3, size, size), dtype=np.float32))
-    hlr = _apparent_size(label, rng)
-    # brighter for bigger galaxies: roughly constant surface brightness, r ~ 14-17.7 mag
-    mag = 17.8 - 4.0 * math.log10(hlr / (5 * PX)) + rng.normal(0, 0.3) + DISK_DIMMING[label]
-    flux = 10 ** ((22.5 - min(max(mag, 13.5), 18.0)) / 2.5)
+    z_drawn, u_size, m_scatter = draw_redshift(rng), rng.random(), rng.normal(0, 0.3)
+    z = z_drawn if z is None else checked_redshift(z)
+    r_kpc = draw_radius(label, z, u_size) if r_kpc is None else float(r_kpc)
+    hlr = apparent_radius(r_kpc, z)
+    # v2's relation at Z_REF (brighter for bigger galaxies, roughly constant surface brightness, r ~ 14-17.7),
+    # then moved to z by the distance modulus (flux = L / 4 pi D_L^2)
+    mag = 17.8 - 4.0 * math.log10(apparent_radius(r_kpc, Z_REF) / (5 * PX)) + m_scatter + DISK_DIMMING[label]
+    flux = 10 ** ((22.5 - min(max(mag, 13.5), 18.0) - distance_dimming(z)) / 2.5)
     if label == 0:
         draw_disturbed(scene, rng, flux, hlr)
     elif label == 1:
@@ -311,6 +317,7 @@ def render_with_redshift(label: int, rng: np.random.Generator, size: int = 256) 
         draw_spiral(scene, rng, flux, hlr, {5: "barred", 6: "tight", 7: "loose"}[label])
     else:
         draw_edge_on(scene, rng, flux, hlr, bulge=label == 9)
+    k_correct(scene.intrinsic, z)  # the galaxy's own light only: the field sources lie at other redshifts
     _background_galaxies(scene, rng)
     _faint_sources(scene, rng)
     psf = _psf(rng)
@@ -323,11 +330,7 @@ def render_with_redshift(label: int, rng: np.random.Generator, size: int = 256) 
     sky = SKY_SIGMA * depth * (PX / scale)  # coarser pixels average the noise down
     obs += _correlated_noise(rng, obs.shape, sky)
     obs += _sky_residual(rng)[:, None, None]
-    # physical half-light radius ~ 3-6 kpc; D_A = R / theta, with D_A ~ (c/H0) z / (1 + z)
-    r_kpc = rng.lognormal(math.log(4.0), 0.3) * (1.5 if label in (5, 6, 7, 8, 9) else 1.0)
-    x = r_kpc / 1000 / (hlr / 206265) / C_OVER_H0_MPC
-    redshift = float(np.clip(x / max(1 - x, 1e-3), 0.01, 0.3))
-    return jpeg(asinh_rgb(obs), rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1)), redshift
+    return jpeg(asinh_rgb(obs), rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1)), z
 
 
 def render_galaxy(label: int, rng: np.random.Generator, size: int = 256) -> np.ndarray:
@@ -382,6 +385,8 @@ def _render_index(job: tuple[int, int, int, int]) -> tuple[np.ndarray, float, fl
     ra = rng.uniform(0.0, 360.0)
     dec = math.degrees(math.asin(rng.uniform(math.sin(math.radians(-20)), math.sin(math.radians(35)))))
     image, z = render_with_redshift(drawn_class(label, rng), rng, size)
+    if rng.random() < REDSHIFT_MISSING:  # unknown in the catalogue, as some real ones are: the image keeps its z
+        z = math.nan
     return image, ra, dec, z
 
 

@@ -3,6 +3,7 @@ and a class-only prior that loads and samples exactly as before the condition ex
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -190,18 +191,25 @@ ROWS = {  # (labels, redshifts): the pair, the class alone, the value alone, and
     "pair": ([0, 3, 7, 9], [0.05, 0.1, 0.2, 0.39]),
     "class alone": ([0, 3, 7, 9], [float("nan")] * 4),
     "z alone": ([NULL] * 4, [0.05, 0.1, 0.2, 0.39]),
-    "mixed": ([0, NULL, 7, 9], [0.05, 0.1, float("nan"), 0.39]),
+    "z alone, no labels": (None, [0.05, 0.1, 0.2, 0.39]),
+    "mixed": ([0, NULL, 2, 3], [0.05, 0.1, float("nan"), 0.39]),
 }
 
 
+def rows_of(name: str) -> tuple[torch.Tensor | None, torch.Tensor]:
+    labels, z = ROWS[name]
+    return (None if labels is None else torch.tensor(labels)), torch.tensor(z, dtype=torch.float64)
+
+
 @pytest.mark.parametrize("rows", ROWS)
-def test_guided_cached_sampler_equals_full_prefix_reference(model64c, rows):
-    labels, z = (torch.tensor(v) for v in ROWS[rows])
+def test_guided_cached_sampler_equals_full_prefix_reference(z_prior, rows):
+    model = copy.deepcopy(z_prior.model).double()  # trained: its tokens depend on both conditions
+    labels, z = rows_of(rows)
     for cfg in (3.0, 1.0):
         kw = dict(cfg_scale=cfg, top_p=0.9)
-        cached = generate(model64c, 4, labels, condition_values=z, generator=torch.Generator().manual_seed(3), **kw)
+        cached = generate(model, 4, labels, condition_values=z, generator=torch.Generator().manual_seed(3), **kw)
         reference = reference_generate(
-            model64c, 4, labels, condition_values=z, generator=torch.Generator().manual_seed(3), **kw
+            model, 4, labels, condition_values=z, generator=torch.Generator().manual_seed(3), **kw
         )
         assert torch.equal(cached, reference), (rows, cfg)
 
@@ -210,12 +218,12 @@ def test_guided_logits_contrast_each_condition_with_the_fully_null_row(model64c)
     """First-step logits of generate (greedy) against uncond + s * (cond - uncond) computed from two forwards."""
     s, first = 4.0, torch.zeros(4, 1, dtype=torch.long)
     uncond = model64c(first, None, None)[:, 0]  # (4, K): null class, null value
-    for labels, z in ROWS.values():
-        labels, z = torch.tensor(labels), torch.tensor(z, dtype=torch.float64)
+    for name in ROWS:
+        labels, z = rows_of(name)
         cond = model64c(first, labels, z)[:, 0]
         want = (uncond + s * (cond - uncond)).argmax(-1)  # (4,)
         got = generate(model64c, 4, labels, condition_values=z, cfg_scale=s, top_k=1)[:, 0]
-        assert torch.equal(got, want)
+        assert torch.equal(got, want), name
 
 
 # a prior trained briefly on sequences whose every token is 4 * bin(z) + (class mod 4): what it learned of each

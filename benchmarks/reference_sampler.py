@@ -42,7 +42,7 @@ def reference_generate(
     check_sampling_args(n, model.num_classes, labels, cfg_scale, temperature, top_k, top_p)
     values = None
     if condition_values is not None and not torch.isnan(torch.as_tensor(condition_values, dtype=torch.float64)).all():
-        values = torch.as_tensor(condition_values, dtype=torch.float64, device=device)
+        values = torch.as_tensor(condition_values, dtype=model.token_emb.weight.dtype, device=device)
     conditional = labels is not None or values is not None
     with evaluating(model):
         tokens = torch.zeros((n, 0), dtype=torch.long, device=device)  # (N, L)

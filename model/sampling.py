@@ -169,7 +169,7 @@ def generate(
         if torch.isnan(condition_values).all():
             condition_values = None  # all null: the same as none (and the only choice without a condition)
         else:
-            condition_values = condition_values.to(device)
+            condition_values = condition_values.to(device, prior.token_emb.weight.dtype)  # no float64 on MPS
     guided = (labels is not None or condition_values is not None) and cfg_scale != 1.0
     null = torch.full((n,), prior.null_label, dtype=torch.long, device=device)
     batch_labels = null if labels is None else labels

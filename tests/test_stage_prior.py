@@ -341,5 +341,7 @@ def test_registered_sampler_takes_redshift_in_params(mlflow_store):
         predict(redshift=[0.1, 0.2])
     with pytest.raises(mlflow.exceptions.MlflowException, match="redshift"):
         predict(redshift=["abc"])  # MLflow's schema refuses a non-number
+    with pytest.raises(UserError, match="redshift: 'abc' is not a number or a list of numbers"):
+        sampler.generate(labels, redshift="abc")  # and so does the model, called directly
     with pytest.raises(UserError, match="redshift: this sampler's prior was trained without a condition"):
         mlflow.pyfunc.load_model(uris["plain"]).predict(labels, params={"redshift": [0.1]})

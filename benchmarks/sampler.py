@@ -1,4 +1,5 @@
-"""Benchmark: the cached, batched-guidance sampler against the article's full-prefix loop; prior training speed.
+"""Benchmark: the cached, batched-guidance sampler against the article's full-prefix loop; prior training speed;
+the cost of the redshift condition in sampling.
 
 Runs with no arguments on a CPU in a few minutes. The prior is the article's size (6 layers, width 256,
 8 heads) on a 1024-code, 16x16 grid, randomly initialised (sampling cost does not depend on the weights).
@@ -7,10 +8,15 @@ Both are timed on the same 16 images (the article loop takes about 3 minutes on 
 SAMPLER_BENCH_REF_IMAGES=2 times the loop on 2 images and scales it x8 for a quick run (its cost is linear
 in the batch). When CUDA is available it also times a batch of 256 images on the GPU (the article loop
 there on 32 images, scaled x8).
+
+The condition's cost: the same prior with and without a redshift condition (Fourier features added at the
+class position, so only the first step changes), the same images at cfg 3, timed alternately, best of 3
+each (16 images on the CPU, 256 on the GPU).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -62,6 +68,36 @@ def sampler_times(model: ConditionalPrior, n: int, n_ref: int, device: torch.dev
         "reference_scaled": t_ref * n / n_ref,
         "agree": float((a == b).float().mean()),
     }
+
+
+def condition_cost(config: PriorConfig, n: int, device: torch.device, repeats: int = 3) -> dict[str, float]:
+    """Best-of-``repeats`` seconds to sample n images at cfg 3 with the class-only prior and with the same prior
+    conditioned on redshift (class and redshift given), timed alternately so that load drifts hit both."""
+    torch.manual_seed(0)
+    plain = ConditionalPrior(config).to(device).eval()
+    torch.manual_seed(0)
+    z_config = dataclasses.replace(config, condition="redshift", condition_range=(0.0, 0.4))
+    with_z = ConditionalPrior(z_config).to(device).eval()
+    labels = labels_for(n, device)
+    z = torch.linspace(0.01, 0.39, n)
+    gen = lambda: torch.Generator(device=device).manual_seed(0)  # noqa: E731
+    runs = {
+        "plain": lambda: generate(plain, n, labels, cfg_scale=CFG, generator=gen()),
+        "with_z": lambda: generate(with_z, n, labels, condition_values=z, cfg_scale=CFG, generator=gen()),
+    }
+    generate(plain, 2, labels[:2], cfg_scale=CFG, generator=gen())  # warm-up
+    generate(with_z, 2, labels[:2], condition_values=z[:2], cfg_scale=CFG, generator=gen())
+    best = {name: float("inf") for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            best[name] = min(best[name], timed(run, device)[0])
+    # the only added work, alone: the condition's embedding of the 2n guided rows, once per batch
+    rows = torch.cat([z, torch.full_like(z, float("nan"))]).to(device)  # (2n,)
+    with torch.no_grad():
+        calls = 200
+        t, _ = timed(lambda: [with_z.condition_embedding(rows, 2 * n) for _ in range(calls)], device)
+    best["embedding"] = t / calls
+    return best
 
 
 def train_throughput(preset: str, vocab: int, batch: int, steps: int) -> float:
@@ -129,6 +165,21 @@ def main() -> None:
             f"x8 = {g['reference_scaled']:.0f} s -> {gpu_ratio:.1f}x"
         )
         gpu_summary = f"; GPU 256 images {256 / g['cached']:.0f} images/s, {gpu_ratio:.0f}x"
+        cg = condition_cost(config, 256, gpu)
+        print(
+            f"GPU condition cost, 256 images cfg {CFG:g}: class only {cg['plain']:.2f} s, "
+            f"class + redshift {cg['with_z']:.2f} s -> {cg['with_z'] / cg['plain'] - 1.0:+.1%}"
+        )
+        gpu_summary += f", redshift condition {cg['with_z'] / cg['plain'] - 1.0:+.1%}"
+
+    c = condition_cost(config, N_IMAGES, cpu)
+    cpu_cost = c["with_z"] / c["plain"] - 1.0
+    print(
+        f"CPU condition cost, {N_IMAGES} images cfg {CFG:g} (best of 3, alternated): class only {c['plain']:.2f} s, "
+        f"class + redshift {c['with_z']:.2f} s -> {cpu_cost:+.1%}; the added work alone (the Fourier embedding of "
+        f"the {2 * N_IMAGES} guided rows, once) {c['embedding'] * 1e6:.0f} us = "
+        f"{c['embedding'] / c['plain']:.4%} of the sampling"
+    )
 
     demo_tps = train_throughput("demo", vocab=256, batch=32, steps=3)
     article_tps = train_throughput("article", vocab=K, batch=8, steps=2)
@@ -142,7 +193,8 @@ def main() -> None:
         f"sampler: {cpu_ratio:.0f}x cached+batched-CFG sampler vs article loop, {N_IMAGES} images cfg {CFG:g} "
         f"T=256 K={K} 6x256 prior on 1 CPU thread: {t['cached']:.1f} s vs {t['reference_scaled']:.0f} s "
         f"(reference timed on {N_REFERENCE_CPU} images{scaled}; "
-        f"{t['reference_small'] / t['cached_small']:.0f}x at equal batch){gpu_summary}; "
+        f"{t['reference_small'] / t['cached_small']:.0f}x at equal batch); redshift condition {cpu_cost:+.1%} "
+        f"({c['with_z']:.2f} s vs {c['plain']:.2f} s; its embedding {c['embedding'] / c['plain']:.3%}){gpu_summary}; "
         f"training {demo_tps:,.0f} tok/s demo, {article_tps:,.0f} tok/s article"
     )
 

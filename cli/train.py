@@ -52,19 +52,31 @@ def train_prior_cmd(
     epochs: Optional[int] = EPOCHS,
     settings: Optional[list[str]] = SETTINGS,
     grids: bool = typer.Option(True, "--grids/--no-grids", help="Log the sampling grids when training ends."),
+    condition: Optional[str] = typer.Option(
+        None, "--condition", help="Also condition on a numeric column of the prepared data, e.g. redshift."
+    ),
     fresh: bool = FRESH,
 ) -> None:
     """Train the class-conditional prior on the VQ-VAE's codes and register galaxy-sampler."""
     from tasks.prior import train_prior_run
 
-    ref = train_prior_run(vqvae, data, preset, epochs=epochs, overrides=parse_settings(settings), resume=not fresh)
+    overrides = parse_settings(settings)
+    if condition is not None:
+        overrides["condition"] = condition
+    ref = train_prior_run(vqvae, data, preset, epochs=epochs, overrides=overrides, resume=not fresh)
     if grids and not ref.already_complete:
         from tasks.samples import log_sampling_grids
 
         log_sampling_grids(ref.run_id, ref.model_uri)
     m = ref.metrics
+    alone = ""
+    if "val_bits_per_token_class" in m:
+        alone = (
+            f", class alone {m['val_bits_per_token_class']:.3f}, "
+            f"{condition or 'condition'} alone {m['val_bits_per_token_condition']:.3f}"
+        )
     typer.echo(
-        f"run {ref.run_id}: val {m.get('val_bits_per_token', float('nan')):.3f} bits/token "
+        f"run {ref.run_id}: val {m.get('val_bits_per_token', float('nan')):.3f} bits/token{alone} "
         f"(unigram entropy {m.get('unigram_bits_per_token', float('nan')):.3f})"
     )
     echo_model(ref, "galaxy-sampler")

@@ -10,9 +10,15 @@ The class position is dropped from the output, so ``logits[:, i]`` is the distri
 Labels use ids 0..num_classes-1 for real classes and ``num_classes`` for the null class (as in DiT), so
 conditional and unconditional rows can share one batch.
 
+With ``PriorConfig.condition`` set (a numeric column such as ``redshift``), the class position also carries
+a Fourier-feature embedding of that value (``FourierFeatures``), added to the class embedding; a missing
+value (NaN) or condition dropout gives a learned null vector instead, independently of the class, so
+guidance works on (class, value), on the class alone and on the value alone. With ``condition=None`` the
+network, its parameters and its outputs are exactly those of the class-only prior.
+
 Dimension letters: N images sampled, B batch, T tokens per image (grid_h * grid_w), S positions fed in
 one call, P positions held in the key/value cache, K vocabulary (codebook size), D model width,
-H heads, E head width (D / H).
+H heads, E head width (D / H), F Fourier frequencies.
 """
 
 from __future__ import annotations
@@ -62,6 +68,10 @@ class PriorConfig(Config):
     layers: int = 6  # number of pre-norm transformer blocks
     dropout: float = 0.1  # dropout on attention weights, residual branches and embeddings
     class_dropout: float = 0.1  # training-time probability of replacing a label by the null class
+    condition: str | None = None  # numeric column of the prepared data (e.g. "redshift"); None: class only
+    condition_range: tuple[float, float] | None = None  # (lo, hi) mapped to [0, 1]; set from the training data
+    condition_frequencies: int = 6  # F: Fourier frequencies 0.5 * 2^k cycles per range, k = 0..F-1
+    condition_dropout: float = 0.1  # training-time probability of replacing a value by the null vector
     # training
     epochs: int = 30  # passes over the training sequences
     batch_size: int = 64  # sequences per optimiser step
@@ -82,9 +92,16 @@ class PriorConfig(Config):
                 raise UserError("PriorConfig", f"{name} must be >= 1, got {getattr(self, name)}")
         if self.dim % self.heads:
             raise UserError("PriorConfig", f"heads ({self.heads}) must divide dim ({self.dim})")
-        for name in ("dropout", "class_dropout"):
+        for name in ("dropout", "class_dropout", "condition_dropout"):
             if not 0.0 <= float(getattr(self, name)) < 1.0:
                 raise UserError("PriorConfig", f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if int(self.condition_frequencies) < 1:
+            raise UserError("PriorConfig", f"condition_frequencies must be >= 1, got {self.condition_frequencies}")
+        if self.condition_range is not None:
+            lo, hi = (float(v) for v in self.condition_range)  # a list after a JSON or checkpoint round trip
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise UserError("PriorConfig", f"condition_range must be finite (lo, hi) with lo < hi, got {(lo, hi)}")
+            self.condition_range = (lo, hi)
 
     @property
     def seq_len(self) -> int:
@@ -233,6 +250,40 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
+class FourierFeatures(nn.Module):
+    """Fourier-feature embedding of one number per row, (B,) -> (B, D), as the article proposes for physical properties.
+
+        u     = clamp((x - lo) / (hi - lo), 0, 1)          (lo, hi) = PriorConfig.condition_range
+        f_k   = 0.5 * 2^k,  k = 0 .. F-1                    log-spaced: octaves, from half a cycle over the range
+        phi   = [sin(2 pi f_k u) for k] ++ [cos(2 pi f_k u) for k]        (B, 2F)
+        embed = W phi + b                                   W (D, 2F), b (D,)
+
+    The lowest frequency makes cos(pi u) strictly decreasing on [0, 1], so phi (and, for a generic W, the
+    embedding) tells every normalised value apart; the higher octaves give the linear layer finer detail.
+    Values outside (lo, hi) are clamped to its ends (the range is robust percentiles of the training data).
+    """
+
+    def __init__(self, value_range: tuple[float, float], frequencies: int, dim: int) -> None:
+        super().__init__()
+        self.lo, self.hi = float(value_range[0]), float(value_range[1])
+        freqs = 0.5 * 2.0 ** torch.arange(frequencies, dtype=torch.float32)  # (F,)
+        self.register_buffer("freqs", freqs, persistent=False)  # derived from the config: not in the state_dict
+        self.proj = nn.Linear(2 * frequencies, dim)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,) values -> (B,) in [0, 1]."""
+        return ((x - self.lo) / (self.hi - self.lo)).clamp(0.0, 1.0)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,) values -> phi (B, 2F): sines then cosines, lowest frequency first."""
+        angles = 2.0 * math.pi * self.normalise(x)[:, None] * self.freqs.to(x.dtype)  # (B, F)
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)  # (B, 2F)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,) values -> (B, D)."""
+        return self.proj(self.features(x))
+
+
 class ConditionalPrior(nn.Module):
     """Class-conditional GPT over code indices with a null class for classifier-free guidance."""
 
@@ -253,6 +304,11 @@ class ConditionalPrior(nn.Module):
         self.ln_f = nn.LayerNorm(D)
         self.head = nn.Linear(D, config.vocab_size, bias=False)
         self.head.weight = self.token_emb.weight  # weight tying: one (K, D) matrix
+        if config.condition is not None:  # only then: a class-only prior keeps its exact parameters and keys
+            if config.condition_range is None:
+                raise ValueError(f"condition {config.condition!r} needs condition_range (set from the training data)")
+            self.condition_emb = FourierFeatures(config.condition_range, config.condition_frequencies, D)
+            self.null_condition_emb = nn.Parameter(torch.zeros(1, 1, D))
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -269,6 +325,8 @@ class ConditionalPrior(nn.Module):
                 nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * self.config.layers))
         nn.init.normal_(self.sos_token, std=0.02)
         nn.init.normal_(self.null_class_emb, std=0.02)
+        if self.config.condition is not None:
+            nn.init.normal_(self.null_condition_emb, std=0.02)
 
     @property
     def seq_len(self) -> int:
@@ -303,6 +361,36 @@ class ConditionalPrior(nn.Module):
         cond = self.class_emb(labels.masked_fill(null, 0))  # (B, D); out-of-range ids still raise
         return torch.where(null[:, None, None], self.null_class_emb, cond[:, None, :])  # (B, 1, D)
 
+    def condition_embedding(self, values: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """(B,) condition values (NaN = null) or None (all null) -> (B, 1, D); condition dropout in train mode.
+
+        Condition dropout draws its own coin per row, independent of class dropout.
+        """
+        if values is None:
+            return self.null_condition_emb.expand(batch, 1, -1)
+        if values.shape != (batch,):
+            raise ValueError(f"condition values must have shape ({batch},), got {tuple(values.shape)}")
+        values = values.to(device=self.null_condition_emb.device, dtype=self.null_condition_emb.dtype)
+        null = torch.isnan(values)  # (B,)
+        if self.training and self.config.condition_dropout > 0:
+            null = null | (torch.rand(batch, device=values.device) < self.config.condition_dropout)
+        emb = self.condition_emb(values.masked_fill(null, self.condition_emb.lo))  # (B, D); no NaN inside
+        return torch.where(null[:, None, None], self.null_condition_emb, emb[:, None, :])  # (B, 1, D)
+
+    def start_embedding(
+        self, labels: torch.Tensor | None, condition_values: torch.Tensor | None, batch: int
+    ) -> torch.Tensor:
+        """The class position (B, 1, D): the class embedding, plus the condition embedding when the prior has one.
+
+        A prior without a condition accepts only absent values (None or all NaN).
+        """
+        cls = self.class_embedding(labels, batch)  # (B, 1, D)
+        if self.config.condition is None:
+            if condition_values is not None and not torch.isnan(torch.as_tensor(condition_values)).all():
+                raise ValueError("this prior was trained without a condition: condition values must be None or NaN")
+            return cls
+        return cls + self.condition_embedding(condition_values, batch)
+
     def hidden(self, x: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
         """Input embeddings x (B, S, D) at positions start.. -> final-normed hidden states (B, S, D)."""
         S = x.size(1)
@@ -312,12 +400,18 @@ class ConditionalPrior(nn.Module):
             x = block(x, cache.layers[i] if cache is not None else None, start)
         return self.ln_f(x)
 
-    def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """tokens (B, T') with T' <= T, labels (B,) or None -> logits (B, T', K); logits[:, i] predicts tokens[:, i]."""
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        condition_values: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """tokens (B, T') with T' <= T, labels (B,) or None, condition values (B,) (NaN = null) or None
+        -> logits (B, T', K); logits[:, i] predicts tokens[:, i]."""
         B, T = tokens.shape
         if not 1 <= T <= self.seq_len:
             raise ValueError(f"token sequences must have 1..{self.seq_len} tokens, got {T}")
-        cls = self.class_embedding(labels, B)  # (B, 1, D)
+        cls = self.start_embedding(labels, condition_values, B)  # (B, 1, D)
         sos = self.sos_token.expand(B, 1, -1)  # (B, 1, D)
         tok = self.token_emb(tokens[:, :-1])  # (B, T' - 1, D): the last token is never an input
         h = self.hidden(torch.cat([cls, sos, tok], dim=1))  # (B, T' + 1, D)

@@ -5,6 +5,10 @@ per step) and the conditional and unconditional halves of classifier-free guidan
 ``sample`` does it for any mix of class labels and unconditional rows and decodes the tokens with the
 VQ-VAE into images, quantized latents and index grids.
 
+A prior with a numeric condition (``PriorConfig.condition``, e.g. redshift) also takes one value per row
+(NaN = none). Guidance contrasts each row's condition with the fully null one, (null class, null value):
+(class, z) for the pair, (class, null z) for the class alone, (null class, z) for z alone.
+
 Dimension letters: N images, B batch rows, T tokens (= h * w), K vocabulary, h/w latent grid,
 D embedding dim, S image side.
 """
@@ -106,6 +110,26 @@ def check_sampling_args(
             )
 
 
+def check_condition_values(
+    prior: ConditionalPrior, values: np.ndarray | Sequence[float] | None, where: str | None = None
+) -> None:
+    """Raise a UserError (naming ``where``, by default the condition) when condition values are given to a prior
+    without a condition, or lie outside the range it was trained on (NaN means "no value", always allowed)."""
+    if values is None:
+        return
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    given = values[~np.isnan(values)]
+    if not given.size:
+        return
+    config = prior.config
+    if config.condition is None:
+        raise UserError(where or "sampling", f"this prior was trained without a condition: it takes no {given[0]:g}")
+    lo, hi = config.condition_range
+    bad = given[(given < lo) | (given > hi)]
+    if bad.size:
+        raise UserError(where or config.condition, f"{bad[0]:g} is outside the trained range [{lo:.4g}, {hi:.4g}]")
+
+
 # --------------------------------------------------------------------------------------------------
 # cached generation
 
@@ -116,6 +140,7 @@ def generate(
     n: int,
     labels: torch.Tensor | Sequence[int] | None = None,
     *,
+    condition_values: torch.Tensor | Sequence[float] | None = None,
     cfg_scale: float = 1.0,
     temperature: float = 1.0,
     top_k: int = 0,
@@ -123,30 +148,42 @@ def generate(
     generator: torch.Generator | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """Sample n token sequences from the prior -> (n, T) long; labels (n,) or None (unconditional).
+    """Sample n token sequences from the prior -> (n, T) long; labels (n,) or None (null class), condition
+    values (n,) (NaN = null) or None (all null; the only choice for a prior without a condition).
 
-    Guided (labels given, cfg_scale != 1): the conditional and unconditional rows run as one
-    batch of 2n and logits = uncond + cfg_scale * (cond - uncond). Each step feeds only the newest
-    token through the layers, reading earlier keys/values from a cache. Runs in eval mode (the
-    previous modes are restored). ``progress(i)`` is called with the number of tokens made so far.
+    Guided (a label or a value given, cfg_scale != 1): the conditional rows (label, value) and the
+    unconditional rows (null class, null value) run as one batch of 2n and
+    logits = uncond + cfg_scale * (cond - uncond). Each step feeds only the newest token through the
+    layers, reading earlier keys/values from a cache. Runs in eval mode (the previous modes are restored).
+    ``progress(i)`` is called with the number of tokens made so far.
     """
     device = prior.token_emb.weight.device
     if labels is not None:
         labels = torch.as_tensor(labels, dtype=torch.long, device=device)
     check_sampling_args(n, prior.num_classes, labels, cfg_scale, temperature, top_k, top_p)
-    guided = labels is not None and cfg_scale != 1.0
+    if condition_values is not None:
+        condition_values = torch.as_tensor(condition_values, dtype=torch.float64).reshape(-1).cpu()
+        if condition_values.shape != (n,):
+            raise UserError("sampling", f"condition values must have shape ({n},), got {tuple(condition_values.shape)}")
+        check_condition_values(prior, condition_values.numpy())
+        if torch.isnan(condition_values).all():
+            condition_values = None  # all null: the same as none (and the only choice without a condition)
+        else:
+            condition_values = condition_values.to(device, prior.token_emb.weight.dtype)  # no float64 on MPS
+    guided = (labels is not None or condition_values is not None) and cfg_scale != 1.0
     null = torch.full((n,), prior.null_label, dtype=torch.long, device=device)
-    if labels is None:
-        batch_labels = null
-    elif guided:
-        batch_labels = torch.cat([labels, null])  # (2n,): conditional rows first
-    else:
-        batch_labels = labels
+    batch_labels = null if labels is None else labels
+    batch_values = condition_values
+    if guided:  # (2n,): conditional rows first, then (null class, null value)
+        batch_labels = torch.cat([batch_labels, null])
+        if condition_values is not None:
+            batch_values = torch.cat([condition_values, torch.full_like(condition_values, float("nan"))])
     B = batch_labels.size(0)
 
     with evaluating(prior):
         cache = KVCache(prior.config.layers, prior.config.max_len)
-        start = torch.cat([prior.class_embedding(batch_labels, B), prior.sos_token.expand(B, 1, -1)], dim=1)
+        cls = prior.start_embedding(batch_labels, batch_values, B)  # (B, 1, D)
+        start = torch.cat([cls, prior.sos_token.expand(B, 1, -1)], dim=1)
         h = prior.hidden(start, 0, cache)[:, -1]  # (B, D) at SOS
         tokens = torch.empty(n, prior.seq_len, dtype=torch.long, device=device)
         for i in range(prior.seq_len):
@@ -193,6 +230,7 @@ def sample(
     vqvae: VQVAE,
     labels: Sequence[int] | np.ndarray,
     *,
+    condition_values: Sequence[float] | np.ndarray | None = None,
     cfg_scale: float = 3.0,
     temperature: float = 1.0,
     top_k: int = 0,
@@ -201,9 +239,11 @@ def sample(
     batch_size: int = 256,
     progress: Callable[[int], None] | None = None,
 ) -> Samples:
-    """One image per entry of ``labels`` (class ids, or -1 for unconditional), seeded and batched.
+    """One image per entry of ``labels`` (class ids, or -1 for no class), seeded and batched.
 
-    ``progress(k)`` is called with the number of token steps done so far, summed over batches.
+    ``condition_values`` gives each row a value of the prior's condition (NaN: none); a row with a
+    class or a value is guided, a row with neither is unconditional. ``progress(k)`` is called with
+    the number of token steps done so far, summed over batches.
     """
     check_compatible(prior, vqvae)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -212,13 +252,17 @@ def sample(
         raise UserError(
             "sampling", f"class label {int(bad[0])} is outside 0-{prior.num_classes - 1} (or -1 for unconditional)"
         )
+    values = np.full(len(labels), np.nan) if condition_values is None else np.asarray(condition_values, np.float64)
+    if values.shape != labels.shape:
+        raise UserError("sampling", f"{values.size} condition values for {labels.size} labels")
+    check_condition_values(prior, values)
     device = prior.token_emb.weight.device
     generator = torch.Generator(device=device).manual_seed(seed)
     tokens = np.zeros((len(labels), prior.seq_len), dtype=np.int64)
     steps_done = 0
     # conditional and unconditional requests are separate batches (a guided step needs both halves)
     for conditional in (True, False):
-        rows = np.flatnonzero((labels >= 0) == conditional)
+        rows = np.flatnonzero(((labels >= 0) | ~np.isnan(values)) == conditional)
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
 
@@ -229,7 +273,10 @@ def sample(
             out = generate(
                 prior,
                 len(chunk),
-                torch.as_tensor(labels[chunk], device=device) if conditional else None,
+                torch.as_tensor(np.where(labels[chunk] >= 0, labels[chunk], prior.null_label), device=device)
+                if conditional
+                else None,
+                condition_values=values[chunk] if conditional else None,
                 cfg_scale=cfg_scale if conditional else 1.0,
                 temperature=temperature,
                 top_k=top_k,

@@ -68,6 +68,7 @@ def sampler_signature() -> ModelSignature:
                 ParamSpec("top_k", "long", 0),
                 ParamSpec("top_p", "double", 1.0),
                 ParamSpec("seed", "long", 0),
+                ParamSpec("redshift", "double", [], shape=(-1,)),  # [] none, [z] every row, or one per label
             ]
         ),
     )

@@ -1,7 +1,8 @@
 """Samples stage (SPEC P4): the sampling grids of a registered sampler, logged under ``samples/`` in its run.
 
 Unconditional; per class at cfg 1, 3, 9, 100; top-k 5; top-p 0.8; a temperature sweep; t-SNE of
-generated latents coloured by the requested class.
+generated latents coloured by the requested class. A prior conditioned on a numeric property (redshift)
+adds a class x value grid: 4 values spanning its trained range, every class and a row with the value alone.
 """
 
 from __future__ import annotations
@@ -24,11 +25,30 @@ GRID_CFG = (1.0, 3.0, 9.0, 100.0)
 GRID_TEMPERATURES = (0.5, 0.7, 1.0, 1.2, 1.5, 2.0, 3.0)
 PER_CLASS = 6  # images per class row
 TSNE_PER_CLASS = 30
+CONDITION_STEPS = 4  # values across the trained range in the class x value grid
+PER_CELL = 2  # images per (class, value) cell
 
 
 def class_rows(images: np.ndarray, per_row: int) -> list[np.ndarray]:
     """(K * per_row, S, S, 3) images -> K rows of per_row images."""
     return [images[i * per_row : (i + 1) * per_row] for i in range(len(images) // per_row)]
+
+
+def condition_grid(prior, vqvae, seed: int):
+    """The class x value grid of a conditioned prior (cfg_scale 3) as a figure; its rows are the classes and
+    the value alone (null class), its columns ``CONDITION_STEPS`` values from the trained range's ends."""
+    name, (lo, hi) = prior.config.condition, prior.config.condition_range
+    values = np.linspace(lo, hi, CONDITION_STEPS)
+    classes = list(range(NUM_CLASSES)) + [-1]
+    labels = np.repeat(classes, CONDITION_STEPS * PER_CELL)  # rows: class, then value, then PER_CELL images
+    requested = np.tile(np.repeat(values, PER_CELL), len(classes))
+    s = sample(prior, vqvae, labels, condition_values=requested, cfg_scale=3.0, seed=seed)
+    rows = class_rows(s.images, CONDITION_STEPS * PER_CELL)
+    names = [f"{c}: {n}" for c, n in enumerate(CLASS_NAMES)] + [f"any class ({name} only)"]
+    short = "z" if name == "redshift" else name
+    cols = [f"{short} = {v:.3g}" if j == 0 else "" for v in values for j in range(PER_CELL)]
+    title = f"Class x {name} (cfg_scale 3; last row guided on {name} alone), trained range [{lo:.3g}, {hi:.3g}]"
+    return labelled_grid_figure(rows, names, title, col_labels=cols)
 
 
 def log_sampling_grids(run_id: str, sampler_uri: str, seed: int = 0) -> None:
@@ -70,6 +90,10 @@ def log_sampling_grids(run_id: str, sampler_uri: str, seed: int = 0) -> None:
         title = "t-SNE of generated latents, coloured by requested class (cfg_scale 3)"
         tracking.log_figure(atlas_figure(embedding, requested, CLASS_NAMES, title), "samples/tsne_generated.png")
         pbar.update()
+        if prior.config.condition is not None:
+            figure = condition_grid(prior, vqvae, seed)
+            tracking.log_figure(figure, f"samples/class_by_{prior.config.condition}.png")
+            pbar.update()
 
 
 @task(name="sampling-grids", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)

@@ -12,6 +12,8 @@ import torch
 from typer.testing import CliRunner
 
 from model.checkpoint import save_checkpoint
+from model.errors import UserError
+from model.prior import ConditionalPrior
 from tasks import faults, registry
 from tasks.prior import train_prior_run
 from tasks.samples import log_sampling_grids
@@ -38,9 +40,13 @@ SAMPLER = "models:/galaxy-sampler@champion"
 SHARED_STORE = pytest.mark.xdist_group("trained-prior-store")
 
 
+Z_SAMPLER = "galaxy-sampler-z"  # the redshift-conditioned prior of the shared store, registered apart
+
+
 @pytest.fixture(scope="module")
 def trained_store(tmp_path_factory, empty_mlflow_db):
-    """One store with a VQ-VAE (1 epoch) and a prior (2 epochs, grids logged), shared by the tests that only read it."""
+    """One store with a VQ-VAE (1 epoch), a prior (2 epochs) and a redshift-conditioned prior (2 epochs, registered
+    as galaxy-sampler-z), grids logged for both, shared by the tests that only read it."""
     root = tmp_path_factory.mktemp("trained")
     with pytest.MonkeyPatch.context() as mp:
         isolate(mp, tmp_path_factory.mktemp("home"), root)
@@ -50,16 +56,27 @@ def trained_store(tmp_path_factory, empty_mlflow_db):
         vq = train_vqvae_run(data, "demo", epochs=1, overrides=TINY_VQVAE)
         pr = train_prior_run(vq.model_uri, data, "demo", epochs=2, overrides=TINY_PRIOR)
         log_sampling_grids(pr.run_id, pr.model_uri)
+        z_overrides = {**TINY_PRIOR, "condition": "redshift"}
+        pz = train_prior_run(vq.model_uri, data, "demo", epochs=2, overrides=z_overrides, register_as=Z_SAMPLER)
+        log_sampling_grids(pz.run_id, pz.model_uri)
     forget_mlflow_store()
-    return uri, vq, pr, data
+    return uri, vq, pr, data, pz
 
 
 @pytest.fixture
 def trained(trained_store, monkeypatch):
     """(VQ-VAE ref, prior ref, data folder) of the shared store, which MLflow now points at."""
-    uri, vq, pr, data = trained_store
+    uri, vq, pr, data, _ = trained_store
     use_store(uri, monkeypatch)
     return vq, pr, data
+
+
+@pytest.fixture
+def trained_z(trained_store, monkeypatch):
+    """(redshift-conditioned prior ref, data folder) of the shared store, which MLflow now points at."""
+    uri, _, _, data, pz = trained_store
+    use_store(uri, monkeypatch)
+    return pz, data
 
 
 @SHARED_STORE
@@ -160,6 +177,8 @@ def test_sample_command_and_its_bad_input(trained, tmp_path, monkeypatch):
         (["--model", "models:/galaxy-sampler/99"], "models:/galaxy-sampler/99: no such model"),
         (["--model", "models:/nothing@champion"], "models:/nothing@champion: no such model"),
         (["--model", "models:/galaxy-vqvae/1"], "models:/galaxy-vqvae/1: is not a galaxy-sampler model"),
+        (["--redshift", "0.1"], "--redshift: this prior was trained without a condition"),
+        (["--redshift", "0.1,abc"], "--redshift: 'abc' is not a number"),
     ]
     for extra, needle in cases:
         result = runner.invoke(app, ["sample", "--model", SAMPLER, "--out", "bad.png", *extra])
@@ -227,3 +246,102 @@ def test_killed_prior_resumes_the_same_run(vqvae):
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 4
     assert client.get_run(run_id).info.status == "FINISHED"
     assert champion("galaxy-sampler") == "1"
+
+
+# ----------------------------------------------------------------------------------------------
+# A prior conditioned on redshift (SPEC P6)
+
+
+@SHARED_STORE
+def test_conditioned_prior_logs_its_range_and_the_class_by_redshift_grid(trained_z):
+    pz, data = trained_z
+    run = mlflow.get_run(pz.run_id)
+    p = run.data.params
+    redshift, split = np.load(data / "redshift.npy"), np.load(data / "split.npy")
+    lo, hi = np.percentile(redshift[split == 0], [0.5, 99.5])  # the training split's robust range, by hand
+    assert p["model.condition"] == "redshift" and p["data.n_train_condition_missing"] == "0"
+    assert json.loads(p["model.condition_range"]) == pytest.approx([lo, hi])
+    for key in ("val_bits_per_token_class", "val_bits_per_token_condition", "val_bits_per_token_uncond"):
+        assert key in run.data.metrics
+    names = {a.path for a in mlflow.artifacts.list_artifacts(run_id=pz.run_id, artifact_path="samples")}
+    assert "samples/class_by_redshift.png" in names and "samples/cfg_3.png" in names
+
+
+@SHARED_STORE
+def test_sample_command_takes_redshifts_and_refuses_bad_ones(trained_z, tmp_path, monkeypatch):
+    from cli.main import app
+
+    pz, _ = trained_z
+    lo, hi = json.loads(mlflow.get_run(pz.run_id).data.params["model.condition_range"])
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    base = ["sample", "--model", pz.model_uri, "--n", "2"]
+    ok = runner.invoke(app, [*base, "--classes", "5,none", "--redshift", f"{lo},{hi},none", "--out", "grid.png"])
+    assert ok.exit_code == 0, ok.output
+    assert "wrote grid.png (12 images)" in ok.stdout  # 2 classes x 3 redshifts x 2 images
+    for z, needle in [
+        ("0.1,abc", "--redshift: 'abc' is not a number"),
+        ("inf", "--redshift: 'inf' is not a finite number"),
+        (f"{hi + 0.5:g}", f"--redshift: {hi + 0.5:g} is outside the trained range [{lo:.4g}, {hi:.4g}]"),
+        (f"{lo},-0.5", f"--redshift: -0.5 is outside the trained range [{lo:.4g}, {hi:.4g}]"),
+    ]:
+        result = runner.invoke(app, [*base, "--redshift", z, "--out", "bad.png"])
+        assert result.exit_code == 2, (z, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0] == f"error: {needle}" or needle in lines[0], (z, result.stderr)
+    assert not list(tmp_path.glob("bad*"))
+
+
+def test_train_prior_refuses_an_unknown_condition_column(tmp_path, tiny_data):
+    from cli.main import app
+
+    result = CliRunner().invoke(
+        app, ["train", "prior", "--vqvae", "models:/none/1", "--data", str(tiny_data), "--condition", "mass"]
+    )
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown column 'mass'" in lines[0] and "numeric columns: redshift)" in lines[0]
+
+
+def test_registered_sampler_takes_redshift_in_params(mlflow_store):
+    from tests.test_prior_condition import conditioned
+
+    torch.manual_seed(0)
+    prior = ConditionalPrior(conditioned(vocab_size=32, grid_h=8, grid_w=8)).eval()
+    with torch.no_grad():  # a condition strong enough to change the tokens
+        prior.condition_emb.proj.weight.mul_(200.0)
+    save_checkpoint(mlflow_store / "vqvae.pt", tiny_vqvae())
+    save_checkpoint(mlflow_store / "prior.pt", prior)
+    save_checkpoint(mlflow_store / "plain.pt", forcing_prior())
+    uris = {}
+    for name in ("prior", "plain"):
+        artifacts = {"prior": mlflow_store / f"{name}.pt", "vqvae": mlflow_store / "vqvae.pt"}
+        with mlflow.start_run():
+            uris[name], _ = registry.log_pyfunc(
+                "sampler", "sampler_model", artifacts, registry.sampler_signature(), np.array([0]), None
+            )
+    model = mlflow.pyfunc.load_model(uris["prior"])
+    labels = np.array([5, -1, 6])
+
+    def predict(**params) -> np.ndarray:
+        return model.predict(labels, params={"seed": 7, "cfg_scale": 3.0, **params})
+
+    one = predict(redshift=[0.1])
+    np.testing.assert_array_equal(one, predict(redshift=[0.1, 0.1, 0.1]))  # one value serves every row
+    assert not np.array_equal(one, predict(redshift=[0.3]))  # the value reaches the prior
+    assert not np.array_equal(one, predict())  # no value: the null vector
+    sampler = model.unwrap_python_model()
+    same = sampler.generate(labels, redshift=0.1, seed=7, num_samples=2).indices  # a bare number works here
+    per_row = sampler.generate(labels, redshift=[0.1, 0.3, 0.1], seed=7, num_samples=2).indices  # one per label
+    np.testing.assert_array_equal(per_row[[0, 1, 4, 5]], same[[0, 1, 4, 5]])  # the rows of z = 0.1 are unchanged
+    assert not np.array_equal(per_row[2:4], same[2:4])  # the rows of z = 0.3 follow their own value
+    with pytest.raises(UserError, match=r"redshift: 0.5 is outside the trained range \[0, 0.4\]"):
+        predict(redshift=[0.5])
+    with pytest.raises(UserError, match=r"redshift: give 1 value or one per label \(3\), got 2"):
+        predict(redshift=[0.1, 0.2])
+    with pytest.raises(mlflow.exceptions.MlflowException, match="redshift"):
+        predict(redshift=["abc"])  # MLflow's schema refuses a non-number
+    with pytest.raises(UserError, match="redshift: 'abc' is not a number or a list of numbers"):
+        sampler.generate(labels, redshift="abc")  # and so does the model, called directly
+    with pytest.raises(UserError, match="redshift: this sampler's prior was trained without a condition"):
+        mlflow.pyfunc.load_model(uris["plain"]).predict(labels, params={"redshift": [0.1]})

@@ -256,3 +256,13 @@ def summary_text(metrics: dict[str, float], cfg_values: Sequence[float], fd_cfg:
         f"floor real {_with_interval(metrics, FLOOR, '.3g')} | ceiling recon {_with_interval(metrics, CEILING, '.3g')} "
         f"| generated / ceiling {_with_interval(metrics, ratio_name(fd_cfg), '.2f')}"
     )
+
+
+def redshift_summary(metrics: dict[str, float], fd_cfg: float) -> str:
+    """One print-friendly line for a prior conditioned on redshift: Spearman rho of asked vs read-back z."""
+    samples = _with_interval(metrics, f"z_rho_cfg{cfg_tag(fd_cfg)}", ".2f")
+    ceiling, floor = (_with_interval(metrics, name, ".2f") for name in ("z_rho_real_test", "z_rho_floor_no_z"))
+    return (
+        f"redshift asked vs read back (Spearman rho): samples cfg {fd_cfg:g} {samples} | "
+        f"ceiling real test {ceiling} | floor class-only {floor}"
+    )

@@ -38,8 +38,12 @@ def _geometry(side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     yy, xx = np.mgrid[:side, :side]
     r = np.hypot(yy - centre, xx - centre).ravel() / side  # (S*S,)
     edges = np.linspace(0.0, 0.25, RINGS + 1)
-    rings = np.stack([(r >= lo) & (r < hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]).astype(np.float32)
-    rings /= np.maximum(rings.sum(axis=1, keepdims=True), 1.0)
+    rings = np.stack([(r >= lo) & (r < hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)])  # (A, S*S)
+    for a in np.flatnonzero(~rings.any(axis=1)):  # a ring thinner than the pixels (small S): its nearest pixels
+        gap = np.abs(r - (edges[a] + edges[a + 1]) / 2)
+        rings[a] = gap <= gap.min() + 1e-9
+    rings = rings.astype(np.float32)
+    rings /= rings.sum(axis=1, keepdims=True)
     return rings, r > 0.45, r
 
 
@@ -59,7 +63,8 @@ def features(images: np.ndarray) -> np.ndarray:
     n, side = len(images), images.shape[1]
     rings, sky_mask, r = _geometry(side)
     outer = np.linspace(0.0, 0.25, RINGS + 1)[1:]  # (A,) outer radius of each ring
-    ring_area = np.bincount(np.minimum((r / 0.25 * RINGS).astype(int), RINGS), minlength=RINGS + 1)[:RINGS]
+    edges = np.linspace(0.0, 0.25, RINGS + 1) * side
+    ring_area = np.pi * (edges[1:] ** 2 - edges[:-1] ** 2)  # (A,) px: light = mean level * area
     out = []
     for s in range(0, n, CHUNK):
         block = images[s : s + CHUNK].reshape(-1, side * side, 3).astype(np.float32)  # (n, S*S, C)
@@ -127,3 +132,21 @@ def rho_by_class(
     for name, (lo, hi) in bootstrap(statistic, [labels], seed=seed).items():
         out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
     return out
+
+
+def requested_redshifts(
+    train_z: np.ndarray, train_labels: np.ndarray, class_ids: Sequence[int], per_class: int, seed: int = 0
+) -> np.ndarray:
+    """(len(class_ids) * per_class,) redshifts to ask samples for: ``per_class`` draws for each class (in order) from
+    that class's own known training redshifts, so samples are asked for the redshifts real galaxies of the class
+    have (and the ceiling, real test images, has the same spread). A class with none known draws from all."""
+    z, labels = np.asarray(train_z, dtype=np.float64), np.asarray(train_labels)
+    known = np.isfinite(z) & (z > 0)
+    if not known.any():
+        raise ValueError("no training image has a known redshift")
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in class_ids:
+        pool = z[known & (labels == k)]
+        out.append(rng.choice(pool if pool.size else z[known], per_class, replace=True))
+    return np.concatenate(out)

@@ -38,6 +38,7 @@ from model.evaluation import (
     fd_name,
     headline_names,
     plan,
+    redshift_summary,
     score,
     summary_rows,
     summary_text,
@@ -47,6 +48,8 @@ from model.judge import predict
 from model.metrics import classification_report
 from model.plotting.evaluation import accuracy_curve_figure, confusion_figure, frechet_bars_figure
 from model.plotting.grids import metrics_table_figure
+from model.plotting.redshift import redshift_recovery_figure
+from model.redshift import RedshiftRegressor, requested_redshifts, rho_by_class
 from model.sampling import sample
 from model.train_vqvae import reconstruct_images
 from model.utils import pick_device
@@ -60,6 +63,7 @@ SAMPLER_URI = f"models:/{registry.SAMPLER_MODEL}@{registry.CHAMPION}"
 CFG_VALUES = (1.0, 3.0, 9.0)  # cfg_scale values of the class-conditional accuracy curve
 FD_CFG = 3.0  # the cfg_scale whose samples are compared with real images
 PER_CLASS = 50  # generated images per class and cfg_scale
+Z_PER_CLASS = 20  # images per class asked for a redshift (a prior conditioned on it), and as many without one
 
 
 def check_settings(per_class: int, cfg_values: Sequence[float], fd_cfg: float) -> list[float]:
@@ -152,18 +156,24 @@ def evaluate_run(
         pca_features = predict(judge, images["pca"])[1] if len(images["pca"]) else np.zeros((0, 1))
         steps = -(-len(requested) // 256) * prior.seq_len  # token steps per cfg_scale
         generated: dict[float, Verdicts] = {}
+        class_only = np.zeros((0,))  # the fd_cfg samples, asked for a class and no redshift
         with bar(total=len(sweep) * steps, desc="sampling for evaluation", unit="tok") as pbar:
             for i, cfg in enumerate(sweep):
                 progress = lambda n, base=i * steps: pbar.update(base + n - pbar.n)  # noqa: E731
                 samples = sample(prior, vqvae, requested, cfg_scale=cfg, seed=seed, progress=progress).images
                 generated[cfg] = judged(samples, requested)
+                class_only = samples if cfg == fd_cfg else class_only
                 tracking.log_array(generated[cfg].probs.argmax(1), f"evaluate/predictions_cfg{cfg_tag(cfg)}.npy")
         scores = score(
             test, recon_test, floor, ceiling, generated, pca_features, cfg_values, fd_cfg, names, replicates, seed
         )
+        if prior.config.condition == "redshift":
+            scores.metrics.update(redshift_evaluation(prior, vqvae, data, limit, class_only, per_class, fd_cfg, seed))
         mlflow.log_metrics({key: v for key, v in scores.metrics.items() if np.isfinite(v)})
         log_figures(scores, test, recon_test, generated[fd_cfg], cfg_values, fd_cfg, names)
         summary = summary_text(scores.metrics, cfg_values, fd_cfg, k)
+        if "z_rho_real_test" in scores.metrics:
+            summary += "\n" + redshift_summary(scores.metrics, fd_cfg)
         as_json = {key: (v if math.isfinite(v) else None) for key, v in scores.metrics.items()}  # NaN is not JSON
         record = {
             "sampler_uri": sampler_uri,
@@ -176,7 +186,8 @@ def evaluate_run(
         if scores.notes:
             mlflow.log_text("\n".join(scores.notes) + "\n", "evaluate/notes.txt")
             mlflow.set_tag("notes", "some Fréchet distances skipped or approximated (see evaluate/notes.txt)")
-    keys = [name for n in headline_names(cfg_values, fd_cfg) for name in (n, f"{n}_lo", f"{n}_hi")]
+    names = headline_names(cfg_values, fd_cfg) + [n for n in redshift_names(fd_cfg) if n in scores.metrics]
+    keys = [name for n in names for name in (n, f"{n}_lo", f"{n}_hi")]
     headline = {key: scores.metrics[key] for key in keys}
     registry.record_sample_scores(sampler_uri, {f"eval_{k}": v for k, v in headline.items() if math.isfinite(v)})
     by = acc_name(fd_cfg)
@@ -189,6 +200,47 @@ def evaluate_run(
         "summary": summary,
         "promoted": promoted,
     }
+
+
+def redshift_names(fd_cfg: float) -> list[str]:
+    """Headline names of the redshift part: samples asked for z, the ceiling (real test images), the floor."""
+    return [f"z_rho_cfg{cfg_tag(fd_cfg)}", "z_rho_real_test", "z_rho_floor_no_z"]
+
+
+def redshift_evaluation(
+    prior, vqvae, data, limit: int | None, class_only: np.ndarray, per_class: int, fd_cfg: float, seed: int
+) -> dict[str, float]:
+    """Do samples asked for a redshift look it? Spearman rho between the redshift asked for and the one a regressor
+    (``model.redshift``, fitted on the training images of known z) reads back, over all classes and per class, with
+    intervals: for samples asked for (class, z) at fd_cfg; on real test images against their catalogue z (the
+    ceiling); on the class-only samples at fd_cfg against the same asked z (the floor, about 0). Logs the figure."""
+    k, n = prior.num_classes, min(Z_PER_CLASS, per_class)
+    train_rows, test_rows = data.indices("train")[:limit], data.indices("test")[:limit]
+    regressor = RedshiftRegressor(seed).fit(np.asarray(data.images[train_rows]), data.redshift[train_rows])
+    test_x, test_y, test_z = np.asarray(data.images[test_rows]), data.labels[test_rows], data.redshift[test_rows]
+    classes = list(range(k))
+    lo, hi = prior.config.condition_range
+    asked = np.clip(requested_redshifts(data.redshift[train_rows], data.labels[train_rows], classes, n, seed), lo, hi)
+    labels = np.repeat(np.arange(k), n)  # (k * n,)
+    images = sample(prior, vqvae, labels, condition_values=asked, cfg_scale=fd_cfg, seed=seed + 1).images
+    floor_rows = (np.arange(k)[:, None] * per_class + np.arange(n)[None, :]).ravel()  # first n of each class
+    parts = {
+        f"z_rho_cfg{cfg_tag(fd_cfg)}": (f"samples asked for (class, z), cfg {fd_cfg:g}", asked, images, labels),
+        "z_rho_real_test": ("ceiling: real test images, catalogue z", test_z, test_x, test_y),
+        "z_rho_floor_no_z": ("floor: samples asked for the class only", asked, class_only[floor_rows], labels),
+    }
+    metrics, panels, arrays = {}, [], {}
+    for name, (title, z, x, y) in parts.items():
+        read = regressor.predict(x)
+        metrics.update(rho_by_class(z, read, y, classes, name, seed))
+        panels.append((title, np.asarray(z, np.float64), read, np.asarray(y), metrics[name]))
+        arrays.update({f"{name}_asked": z, f"{name}_read": read, f"{name}_labels": y})
+    names = list(CLASS_NAMES[:k])
+    tracking.log_figure(redshift_recovery_figure(panels, names), "evaluate/redshift_recovery.png")
+    with tempfile.TemporaryDirectory() as tmp:  # every rho can be recomputed from these
+        np.savez(Path(tmp) / "redshift_readback.npz", **arrays)
+        mlflow.log_artifact(str(Path(tmp) / "redshift_readback.npz"), artifact_path="evaluate")
+    return metrics
 
 
 def log_figures(

@@ -72,3 +72,11 @@ def test_rho_by_class_names_every_class_and_brackets_the_estimate():
     for name in ("rho", "rho_class0", "rho_class1"):
         assert out[f"{name}_lo"] <= out[name] <= out[f"{name}_hi"], name
     assert out["rho_class1_lo"] < 0 < out["rho_class1_hi"]
+
+
+def test_small_images_have_every_ring_measured():
+    # at 32 px the innermost ring (r < 0.67 px) holds no pixel centre: it is read from the nearest pixels
+    small = np.stack([blob(s)[16:48, 16:48] for s in (1.5, 3.0)])
+    f = features(small)
+    assert np.isfinite(f).all()
+    assert f[0, 0] > f[0, 3 * 3]  # the core is brighter than the third ring

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import typer
+from scipy.stats import rankdata
 from typer.testing import CliRunner
 
 from model import metrics as J
@@ -18,7 +19,7 @@ from model.evaluation import headline_names
 from model.galaxy10 import CLASS_NAMES
 from model.metrics import balanced_frechet, per_class_frechet
 from tasks import faults
-from tasks.evaluate import evaluate_run
+from tasks.evaluate import evaluate_run, redshift_names
 from tasks.judge import score_real, slug, train_judge_run
 from tasks.prior import train_prior_run
 from tasks.vqvae import train_vqvae_run
@@ -101,7 +102,7 @@ def test_train_judge_run_logs_and_registers(mlflow_store, tiny_data):
 def test_evaluate_run_and_commands(mlflow_store, tiny_data):
     runner = CliRunner()
     vq = train_vqvae_run(tiny_data, "demo", epochs=1, overrides=TINY_VQVAE)
-    pr = train_prior_run(vq.model_uri, tiny_data, "demo", epochs=1, overrides=TINY_PRIOR)
+    pr = train_prior_run(vq.model_uri, tiny_data, "demo", epochs=1, overrides={**TINY_PRIOR, "condition": "redshift"})
     judged = runner.invoke(
         cli(),
         [
@@ -128,7 +129,7 @@ def test_evaluate_run_and_commands(mlflow_store, tiny_data):
     assert (
         run.data.tags["sampler_uri"] == pr.model_uri and run.data.tags["judge_uri"] == "models:/galaxy-judge@champion"
     )
-    headline = headline_names([1.0, 3.0, 9.0], 3.0)
+    headline = headline_names([1.0, 3.0, 9.0], 3.0) + redshift_names(3.0)  # the prior is conditioned on redshift
     assert "cond_balanced_acc_cfg3" in headline and "fd_ceiling_recon_vs_test" in headline
     assert set(result["metrics"]) == {f"{n}{end}" for n in headline for end in ("", "_lo", "_hi")}
     for key in (*result["metrics"], "cond_balanced_acc_cfg3_class4"):
@@ -151,8 +152,27 @@ def test_evaluate_run_and_commands(mlflow_store, tiny_data):
             "predictions_cfg1.npy",
             "predictions_cfg3.npy",
             "predictions_cfg9.npy",
+            "redshift_recovery.png",
+            "redshift_readback.npz",
         )
     } <= artifact_names(run.info.run_id, "evaluate")
+    # redshift: rho recomputed from the logged read-back (Pearson of average ranks); samples asked for their class's own
+    # training redshifts, the floor the same asked values; the ceiling the test split's catalogue redshifts
+    z = np.load(
+        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="evaluate/redshift_readback.npz")
+    )
+    data = load_prepared(tiny_data)
+    train = data.indices("train")
+    for name in redshift_names(3.0):
+        asked, read = z[f"{name}_asked"], z[f"{name}_read"]
+        keep = np.isfinite(asked)
+        ranks = [rankdata(v[keep]) for v in (asked, read)]  # ties (asked values repeat) share their mean rank
+        assert m[name] == pytest.approx(np.corrcoef(*ranks)[0, 1], abs=1e-6), name
+    np.testing.assert_array_equal(z["z_rho_cfg3_asked"], z["z_rho_floor_no_z_asked"])
+    for c, value in zip(z["z_rho_cfg3_labels"], z["z_rho_cfg3_asked"], strict=True):
+        assert value in data.redshift[train][data.labels[train] == c]
+    np.testing.assert_array_equal(z["z_rho_real_test_asked"], data.redshift[data.indices("test")])
+    assert "redshift asked vs read back" in result["summary"]
     # balanced accuracies recomputed by hand from the logged predictions
     requested = load_npy(run.info.run_id, "evaluate/requested_labels.npy")
     assert np.bincount(requested).tolist() == [3] * 10

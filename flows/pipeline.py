@@ -38,6 +38,11 @@ class PipelineConfig(BaseModel):
     vqvae_epochs: Optional[int] = Field(None, ge=1, description="override the preset's epochs")
     prior_preset: Literal["demo", "article"] = "demo"
     prior_epochs: Optional[int] = Field(None, ge=1)
+    prior_condition: Optional[str] = Field(
+        "redshift",
+        description="a numeric column of the prepared data the prior is conditioned on beside the class (Fourier "
+        "features; sample with --redshift); None: the class only",
+    )
     judge_preset: Literal["demo", "article"] = "demo"
     judge_epochs: Optional[int] = Field(None, ge=1)
     vqvae_overrides: dict = Field(
@@ -104,7 +109,7 @@ def galaxy(config: PipelineConfig = PipelineConfig()) -> dict:
     if needs(config, "atlas"):
         results["atlas"] = atlas_task(results["vqvae"]["model_uri"], data_dir, limit=config.limit, seed=config.seed)
     if needs(config, "prior", "samples", "evaluate"):
-        overrides = {"seed": config.seed, **config.prior_overrides}
+        overrides = {"seed": config.seed, "condition": config.prior_condition, **config.prior_overrides}
         results["prior"] = train_prior_task(
             results["vqvae"]["model_uri"], data_dir, config.prior_preset, config.prior_epochs, overrides, config.limit
         )

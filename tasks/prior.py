@@ -65,6 +65,7 @@ def train_prior_run(
     x_train, y_train = np.asarray(tokens[train_idx]), data.labels[train_idx].astype(np.int64)
     x_val, y_val = np.asarray(tokens[val_idx]), data.labels[val_idx].astype(np.int64)
     v_train, v_val = (column[train_idx], column[val_idx]) if column is not None else (None, None)
+    scope = registry.tokenizer_scope(get_model_info(vqvae_uri).run_id, config.condition)
     run = TrainingRun(
         "prior",
         EXPERIMENT,
@@ -75,7 +76,7 @@ def train_prior_run(
         resume=resume,
         data_params={"n_train": len(x_train), "n_val": len(x_val), **condition_params},
         params={"vqvae_uri": vqvae_uri},
-        tags={"vqvae_uri": vqvae_uri, registry.TOKENIZER_TAG: get_model_info(vqvae_uri).run_id},
+        tags={"vqvae_uri": vqvae_uri, registry.TOKENIZER_TAG: scope},
     )
     if run.complete:
         return run.complete
@@ -94,7 +95,7 @@ def train_prior_run(
         prior_file, vqvae_file = run.folder / "prior.pt", run.folder / "vqvae.pt"
         save_checkpoint(prior_file, result.model.cpu())
         save_checkpoint(vqvae_file, vqvae)
-        champion = (  # bits/token compare only on one tokenizer; across tokenizers the evaluation decides
+        champion = (  # bits/token compare only in one scope (tokenizer, condition); across them the evaluation decides
             ChampionRule(
                 "final_val_bits_per_token",
                 metrics["val_bits_per_token"],

@@ -27,7 +27,16 @@ VQVAE_MODEL = "galaxy-vqvae"
 SAMPLER_MODEL = "galaxy-sampler"
 JUDGE_MODEL = "galaxy-judge"
 CHAMPION = "champion"
-TOKENIZER_TAG = "tokenizer"  # a sampler run's tag: the MLflow run id of the VQ-VAE whose codes it models
+TOKENIZER_TAG = "tokenizer"  # a sampler run's tag: what its bits/token count (tokenizer_scope)
+
+
+def tokenizer_scope(vqvae_run_id: str, condition: str | None) -> str:
+    """The ``tokenizer`` tag of a sampler: the MLflow run id of the VQ-VAE whose codes it models, and the numeric
+    condition when the prior has one. Validation bits/token compare only within one scope: another codebook's tokens
+    are other symbols, and a prior that also reads the redshift predicts them from more than the class."""
+    return vqvae_run_id if condition is None else f"{vqvae_run_id}+{condition}"
+
+
 PYFUNC_DIR = Path(__file__).with_name("pyfunc")
 
 

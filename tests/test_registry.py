@@ -12,7 +12,7 @@ import mlflow
 import pytest
 
 from tasks.champion import ChampionRule
-from tasks.registry import promote, promote_sampler_by_samples, record_sample_scores
+from tasks.registry import promote, promote_sampler_by_samples, record_sample_scores, tokenizer_scope
 
 # (registered model, the metric its stage compares, higher is better, the scope tag), as tasks/{vqvae,prior,judge}.py
 STAGES = [
@@ -75,6 +75,16 @@ def test_a_model_of_other_data_takes_the_alias_however_it_scores(mlflow_store):
     assert champion("galaxy-vqvae") == v2
     v3 = register("galaxy-vqvae", "final_val_mse", 0.6, {"data_key": "real"})  # same data, worse: stays
     assert promote("galaxy-vqvae", v3, ChampionRule("final_val_mse", 0.6, False, "data_key")) is False
+
+
+def test_a_redshift_conditioned_sampler_on_the_same_vqvae_waits_for_the_evaluation(mlflow_store):
+    rule = dict(higher_is_better=False, scope_tag="tokenizer", other_scope_wins=False)
+    v1 = register("galaxy-sampler", "final_val_bits_per_token", 6.0, {"tokenizer": tokenizer_scope("vq-A", None)})
+    assert promote("galaxy-sampler", v1, ChampionRule("final_val_bits_per_token", 6.0, **rule)) is True
+    # fewer bits given (class, z) than given the class: more information, not a better model of the same thing
+    v2 = register("galaxy-sampler", "final_val_bits_per_token", 5.0, {"tokenizer": tokenizer_scope("vq-A", "redshift")})
+    assert promote("galaxy-sampler", v2, ChampionRule("final_val_bits_per_token", 5.0, **rule)) is False
+    assert champion("galaxy-sampler") == v1
 
 
 def test_sampler_on_another_tokenizer_waits_for_the_evaluation(mlflow_store):

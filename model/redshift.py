@@ -129,8 +129,8 @@ def rho_by_class(
 
     estimate = statistic([np.arange(len(labels))])
     out = dict(estimate)
-    for name, (lo, hi) in bootstrap(statistic, [labels], seed=seed).items():
-        out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
+    for name, (lo, hi) in bootstrap(statistic, [labels], seed=seed).items():  # a correlation stays in [-1, 1]
+        out[f"{name}_lo"], out[f"{name}_hi"] = float(np.clip(lo, -1.0, 1.0)), float(np.clip(hi, -1.0, 1.0))
     return out
 
 

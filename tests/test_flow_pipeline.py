@@ -10,8 +10,7 @@ from pydantic import ValidationError
 from flows.pipeline import PipelineConfig, galaxy
 from tests.conftest import TINY_PRIOR, TINY_VQVAE, make_galaxy10
 
-# one xdist worker runs every flow test, so the session starts one Prefect server, not one per worker
-pytestmark = pytest.mark.xdist_group("prefect-server")
+# one xdist worker runs this module (--dist loadfile), so the session starts one Prefect server, not one per worker
 
 TINY_JUDGE = dict(image_size=32, widths=(8, 16), batch_size=16)
 

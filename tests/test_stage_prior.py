@@ -36,14 +36,10 @@ from tests.test_sampling_batches import allowed_tokens, forcing_prior, tiny_vqva
 SAMPLER = "models:/galaxy-sampler@champion"
 
 
-# the tests reading the shared store run on one xdist worker, so the module fixture trains once, not once per worker
-SHARED_STORE = pytest.mark.xdist_group("trained-prior-store")
-
-
 Z_SAMPLER = "galaxy-sampler-z"  # the redshift-conditioned prior of the shared store, registered apart
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module")  # trains once: scripts/test.sh runs a module whole on one worker
 def trained_store(tmp_path_factory, empty_mlflow_db):
     """One store with a VQ-VAE (1 epoch), a prior (2 epochs) and a redshift-conditioned prior (2 epochs, registered
     as galaxy-sampler-z), grids logged for both, shared by the tests that only read it."""
@@ -79,7 +75,6 @@ def trained_z(trained_store, monkeypatch):
     return pz, data
 
 
-@SHARED_STORE
 def test_prior_run_grids_and_registered_sampler(trained):
     vq, pr, data = trained
     run = mlflow.get_run(pr.run_id)
@@ -138,7 +133,6 @@ def test_registered_sampler_output_follows_seed_cfg_and_class(mlflow_store):
     np.testing.assert_array_equal(model.predict(np.array([5, -1, 6]), params={"num_samples": 2, "seed": 7}), s.images)
 
 
-@SHARED_STORE
 def test_tokens_are_cached_per_vqvae(trained):
     vq, _, data = trained
     folder = tokenize_dataset(vq.model_uri, data)
@@ -149,7 +143,6 @@ def test_tokens_are_cached_per_vqvae(trained):
     assert tokens.shape == (120, 64) and tokens.dtype == np.uint16 and tokens.max() < 32
 
 
-@SHARED_STORE
 def test_sample_command_and_its_bad_input(trained, tmp_path, monkeypatch):
     from cli.main import app
 
@@ -252,7 +245,6 @@ def test_killed_prior_resumes_the_same_run(vqvae):
 # A prior conditioned on redshift (SPEC P6)
 
 
-@SHARED_STORE
 def test_conditioned_prior_logs_its_range_and_the_class_by_redshift_grid(trained_z):
     pz, data = trained_z
     run = mlflow.get_run(pz.run_id)
@@ -267,7 +259,6 @@ def test_conditioned_prior_logs_its_range_and_the_class_by_redshift_grid(trained
     assert "samples/class_by_redshift.png" in names and "samples/cfg_3.png" in names
 
 
-@SHARED_STORE
 def test_sample_command_takes_redshifts_and_refuses_bad_ones(trained_z, tmp_path, monkeypatch):
     from cli.main import app
 

@@ -168,7 +168,10 @@ def evaluate_run(
             test, recon_test, floor, ceiling, generated, pca_features, cfg_values, fd_cfg, names, replicates, seed
         )
         if prior.config.condition == "redshift":
-            scores.metrics.update(redshift_evaluation(prior, vqvae, data, limit, class_only, per_class, fd_cfg, seed))
+            tests = (test_x, test_y)
+            scores.metrics.update(
+                redshift_evaluation(prior, vqvae, data, limit, tests, class_only, per_class, fd_cfg, seed)
+            )
         mlflow.log_metrics({key: v for key, v in scores.metrics.items() if np.isfinite(v)})
         log_figures(scores, test, recon_test, generated[fd_cfg], cfg_values, fd_cfg, names)
         summary = summary_text(scores.metrics, cfg_values, fd_cfg, k)
@@ -208,7 +211,15 @@ def redshift_names(fd_cfg: float) -> list[str]:
 
 
 def redshift_evaluation(
-    prior, vqvae, data, limit: int | None, class_only: np.ndarray, per_class: int, fd_cfg: float, seed: int
+    prior,
+    vqvae,
+    data,
+    limit: int | None,
+    tests: tuple[np.ndarray, np.ndarray],
+    class_only: np.ndarray,
+    per_class: int,
+    fd_cfg: float,
+    seed: int,
 ) -> dict[str, float]:
     """Do samples asked for a redshift look it? Spearman rho between the redshift asked for and the one a regressor
     (``model.redshift``, fitted on the training images of known z) reads back, over all classes and per class, with
@@ -217,7 +228,7 @@ def redshift_evaluation(
     k, n = prior.num_classes, min(Z_PER_CLASS, per_class)
     train_rows, test_rows = data.indices("train")[:limit], data.indices("test")[:limit]
     regressor = RedshiftRegressor(seed).fit(np.asarray(data.images[train_rows]), data.redshift[train_rows])
-    test_x, test_y, test_z = np.asarray(data.images[test_rows]), data.labels[test_rows], data.redshift[test_rows]
+    (test_x, test_y), test_z = tests, data.redshift[test_rows]  # the test images evaluate_run has read already
     classes = list(range(k))
     lo, hi = prior.config.condition_range
     asked = np.clip(requested_redshifts(data.redshift[train_rows], data.labels[train_rows], classes, n, seed), lo, hi)

@@ -33,3 +33,38 @@ def test_deployment_parameters_are_a_valid_pipeline_config(deployment):
     assert not unknown, f"deployment {deployment['name']!r}: {unknown} are not PipelineConfig fields"
     validated = PipelineConfig.model_validate(config)  # types, ranges and stage names
     assert validated.model_dump(include=set(config)) == config
+
+
+def test_stack_profile_switch_keeps_the_users_profile_and_gives_it_back(tmp_path, monkeypatch):
+    """`stack.sh up` makes galaxy-local active (twice: the second `up` must not record galaxy-local as the
+    previous one); `down` gives back what was active, and Prefect itself reads the file."""
+    import subprocess
+    import sys
+    import tomllib
+
+    from prefect.settings import PREFECT_API_URL
+
+    home = tmp_path / "prefect"
+    home.mkdir()
+    (home / "profiles.toml").write_text('active = "mine"\n\n[profiles.mine]\nPREFECT_API_URL = "http://x:1/api"\n')
+    monkeypatch.setenv("PREFECT_HOME", str(home))
+    monkeypatch.delenv("PREFECT_PROFILES_PATH", raising=False)
+    previous = tmp_path / "previous_profile"
+
+    def script(*args):
+        run = subprocess.run([sys.executable, str(ROOT / "scripts" / "profile.py"), *args], capture_output=True)
+        assert run.returncode == 0, run.stderr
+
+    for port in (4200, 4300):  # up, up again on another port
+        script("use", "galaxy-local", str(previous), f"PREFECT_API_URL=http://127.0.0.1:{port}/api")
+    data = tomllib.loads((home / "profiles.toml").read_text())
+    assert data["active"] == "galaxy-local" and previous.read_text().strip() == "mine"
+    assert data["profiles"]["galaxy-local"] == {"PREFECT_API_URL": "http://127.0.0.1:4300/api"}
+    assert data["profiles"]["mine"] == {"PREFECT_API_URL": "http://x:1/api"}  # the user's profile untouched
+    from prefect.settings.profiles import _read_profiles_from  # how Prefect reads the file
+
+    profiles = _read_profiles_from(home / "profiles.toml")
+    assert profiles.active_name == "galaxy-local"
+    assert str(profiles["galaxy-local"].settings[PREFECT_API_URL]) == "http://127.0.0.1:4300/api"
+    script("restore", str(previous))
+    assert tomllib.loads((home / "profiles.toml").read_text())["active"] == "mine"

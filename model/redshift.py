@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import spearmanr
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from model.bootstrap import bootstrap
@@ -102,6 +101,20 @@ class RedshiftRegressor:
         return np.exp(self.model.predict(features(images)))
 
 
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """(N,) -> (N,) ranks from 1, ties given their average rank (scipy's rankdata 'average', ~10x cheaper here:
+    the bootstrap calls it thousands of times)."""
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    first = np.r_[True, xs[1:] != xs[:-1]]  # (N,) each run of equal values starts here
+    group = np.cumsum(first) - 1  # (N,) run number of each sorted value
+    starts = np.flatnonzero(first)  # (G,)
+    counts = np.diff(np.r_[starts, len(x)])  # (G,)
+    ranks = np.empty(len(x))
+    ranks[order] = (starts + (counts + 1) / 2.0)[group]
+    return ranks
+
+
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman's rank correlation of two (N,) arrays over the pairs where both are finite; NaN below 3 pairs
     or when either side is constant."""
@@ -109,7 +122,9 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     keep = np.isfinite(a) & np.isfinite(b)
     if keep.sum() < 3 or np.ptp(a[keep]) == 0 or np.ptp(b[keep]) == 0:
         return float("nan")
-    return float(spearmanr(a[keep], b[keep]).statistic)
+    ra, rb = average_ranks(a[keep]), average_ranks(b[keep])
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra @ rb) / np.sqrt((ra @ ra) * (rb @ rb)))  # Pearson of the ranks, without spearmanr's overhead
 
 
 def rho_by_class(

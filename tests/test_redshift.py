@@ -60,6 +60,8 @@ def test_spearman_matches_the_hand_computed_value_and_skips_missing_pairs():
     assert spearman([1, 2, 3, 4], [10, 20, 400, 30]) == pytest.approx(0.8)  # Pearson: 0.30
     assert spearman([1, 2, np.nan, 3, 4], [10, 20, 5, 40, 30]) == pytest.approx(0.8)
     assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+    # ties share their average rank: a ranks 1, 2.5, 2.5, 4; b 1, 3, 2, 4 -> Pearson of the ranks 4.5 / sqrt(4.5 * 5)
+    assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(4.5 / math.sqrt(22.5))
 
 
 def test_rho_by_class_names_every_class_and_brackets_the_estimate():

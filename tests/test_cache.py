@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tasks import cache
@@ -21,6 +23,19 @@ def key_in_new_process(cwd: Path, params: dict) -> str:
     env["PYTHONPATH"] = str(ROOT)
     out = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, check=True)
     return out.stdout.strip().splitlines()[-1]
+
+
+def forget_store_engines() -> None:
+    """Drop MLflow's cached stores (one per URI) and their database engines (a class-level map of its SQL store),
+    as a new process would start without them."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
+
+    TrackingStoreRegistry._get_store_with_resolved_uri.cache_clear()
+    with SqlAlchemyStore._engine_map_lock:
+        for engine in SqlAlchemyStore._engine_map.values():
+            engine.dispose()
+        SqlAlchemyStore._engine_map.clear()
 
 
 def test_key_changes_with_checkout_folder_store_data_and_code(tmp_path, monkeypatch, empty_mlflow_db):
@@ -40,11 +55,13 @@ def test_key_changes_with_checkout_folder_store_data_and_code(tmp_path, monkeypa
     assert cache.key_of("train-vqvae", params, "data/prepared") != key_a
 
     monkeypatch.chdir(tmp_path / "a")
-    # a deleted and recreated store is another store (in a new process: MLflow keeps its engine open)
-    first = key_in_new_process(tmp_path / "a", params)
-    assert first == key_a
-    (tmp_path / "a" / "mlflow" / "mlflow.db").unlink()
-    key_with_store = key_in_new_process(tmp_path / "a", params)
+    assert key_in_new_process(tmp_path / "a", params) == key_a  # the same in another process (Prefect's workers)
+    # a deleted and recreated store is another store (its default experiment made later)
+    shutil.rmtree(tmp_path / "a" / "mlflow")
+    time.sleep(0.002)  # creation times are in milliseconds
+    make_store(tmp_path / "a", empty_mlflow_db)
+    forget_store_engines()  # MLflow keeps the deleted file's engine open in this process
+    key_with_store = cache.key_of("train-vqvae", params, "data/prepared")
     assert key_with_store != key_a
     prepare(make_galaxy10(tmp_path / "a" / "src.h5", seed=2), tmp_path / "a" / "data" / "prepared", size=32)
     assert cache.key_of("train-vqvae", params, "data/prepared") != key_with_store  # new data content

@@ -20,6 +20,7 @@ from prefect import task
 from model.realism import RealismReport, compare, measure_file, write_report
 from model.source import validate_h5
 from tasks import tracking
+from tasks.cache import stage_cache_key
 from tasks.progress import bar
 
 EXPERIMENT = "galaxy-data"
@@ -121,7 +122,7 @@ def log_report(report: RealismReport, metrics: dict[str, float], files: list[Pat
         return active.info.run_id
 
 
-@task(name="realism-report")
+@task(name="realism-report", persist_result=True, cache_key_fn=stage_cache_key)  # a rerun logs no second report
 def realism_task(
     real: str,
     synthetic: str,

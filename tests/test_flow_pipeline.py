@@ -15,19 +15,22 @@ from tests.conftest import TINY_PRIOR, TINY_VQVAE, make_galaxy10
 TINY_JUDGE = dict(image_size=32, widths=(8, 16), batch_size=16)
 
 
-def tiny_config(tmp_path, stages) -> PipelineConfig:
+def tiny_config(tmp_path, stages, **extra) -> PipelineConfig:
     src = make_galaxy10(tmp_path / "src.h5", n=120, side=64)
     return PipelineConfig(
-        source=f"h5:{src}",
-        data_dir=str(tmp_path / "prepared"),
-        size=32,
-        stages=stages,
-        vqvae_epochs=1,
-        vqvae_overrides=TINY_VQVAE,
-        prior_epochs=1,
-        prior_overrides=TINY_PRIOR,
-        judge_epochs=1,
-        judge_overrides=TINY_JUDGE,
+        **{
+            "source": f"h5:{src}",
+            "data_dir": str(tmp_path / "prepared"),
+            "size": 32,
+            "stages": stages,
+            "vqvae_epochs": 1,
+            "vqvae_overrides": TINY_VQVAE,
+            "prior_epochs": 1,
+            "prior_overrides": TINY_PRIOR,
+            "judge_epochs": 1,
+            "judge_overrides": TINY_JUDGE,
+            **extra,
+        }
     )
 
 
@@ -41,9 +44,13 @@ def test_config_is_validated():
 
 
 def test_full_flow_runs_every_stage(prefect_server, mlflow_store, tmp_path):
-    config = tiny_config(tmp_path, ["data", "vqvae", "atlas", "prior", "samples", "judge", "evaluate"])
+    """Every stage on the synthetic source with a real file beside it: the realism report runs and the judge is
+    scored on the real images too."""
+    real = make_galaxy10(tmp_path / "real.h5", n=30, side=64, seed=1)
+    stages = ["data", "vqvae", "atlas", "prior", "samples", "judge", "evaluate"]
+    config = tiny_config(tmp_path, stages, source="synthetic", synthetic_n=120, real=str(real))
     results = galaxy(config)
-    assert set(results) == {"data", "vqvae", "atlas", "prior", "samples", "judge", "evaluate"}
+    assert set(results) == {"data", "realism", "vqvae", "atlas", "prior", "samples", "judge", "evaluate"}
     client = mlflow.MlflowClient()
     for stage in ("vqvae", "atlas", "prior", "judge", "evaluate"):
         assert client.get_run(results[stage]["run_id"]).info.status == "FINISHED", stage
@@ -54,6 +61,14 @@ def test_full_flow_runs_every_stage(prefect_server, mlflow_store, tmp_path):
         a.path for a in mlflow.artifacts.list_artifacts(run_id=results["prior"]["run_id"], artifact_path="samples")
     }
     assert "samples/cfg_3.png" in samples
+    realism = results["realism"]  # the realism report, a run in galaxy-data; the judge scored on the real images
+    assert 0.0 <= realism["metrics"]["realism_auc"] <= 1.0
+    run = client.get_run(realism["run_id"])
+    assert client.get_experiment(run.info.experiment_id).name == "galaxy-data"
+    assert run.data.metrics["realism_auc"] == realism["metrics"]["realism_auc"]
+    judge = client.get_run(results["judge"]["run_id"]).data.metrics
+    assert 0.0 <= judge["judge_real_balanced_accuracy"] <= 1.0
+    assert "judge_real_balanced_accuracy" in results["judge"]["metrics"]
 
     import asyncio
 
@@ -96,27 +111,3 @@ def test_real_file_comes_from_the_setting_then_galaxy_real_then_the_dev_file(mon
     monkeypatch.setenv("GALAXY_REAL", "/data/other.h5")
     assert P.real_file(PipelineConfig()) == "/data/other.h5"
     assert P.real_file(PipelineConfig(real="/data/mine.h5")) == "/data/mine.h5"
-
-
-def test_a_real_file_adds_the_realism_report_and_scores_the_judge_on_it(prefect_server, mlflow_store, tmp_path):
-    real = make_galaxy10(tmp_path / "real.h5", n=30, side=64, seed=1)
-    config = PipelineConfig(
-        source="synthetic",
-        synthetic_n=40,
-        data_dir=str(tmp_path / "prepared"),
-        size=32,
-        stages=["data", "judge"],
-        judge_epochs=1,
-        judge_overrides=TINY_JUDGE,
-        real=str(real),
-    )
-    results = galaxy(config)
-    realism = results["realism"]
-    assert 0.0 <= realism["metrics"]["realism_auc"] <= 1.0
-    client = mlflow.MlflowClient()
-    run = client.get_run(realism["run_id"])
-    assert client.get_experiment(run.info.experiment_id).name == "galaxy-data"
-    assert run.data.metrics["realism_auc"] == realism["metrics"]["realism_auc"]
-    judge = client.get_run(results["judge"]["run_id"]).data.metrics
-    assert 0.0 <= judge["judge_real_balanced_accuracy"] <= 1.0
-    assert "judge_real_balanced_accuracy" in results["judge"]["metrics"]

@@ -32,7 +32,7 @@ from tasks.sweep import run_sweep
 from tasks.sweep_space import SweepConfig, SweepSpace
 from tasks.sweep_study import STORAGE_ENV, create_study
 from tasks.sweep_trial import EXIT_ENV, EXPERIMENT, make_objective
-from tests.conftest import TINY_VQVAE, make_galaxy10, use_store
+from tests.conftest import TINY_VQVAE, make_galaxy10, make_store, use_store
 
 GALAXY = str(Path(sys.executable).with_name("galaxy"))
 FIXED = {k: v for k, v in TINY_VQVAE.items() if k not in ("codebook_size", "embedding_dim")}
@@ -241,7 +241,8 @@ def test_galaxy_sweep_argument_errors_are_one_line(mlflow_store, tiny_data):
     assert mlflow.MlflowClient().get_experiment_by_name(EXPERIMENT) is None, "nor start a sweep run"
 
 
-def test_galaxy_sweep_command_end_to_end(tmp_path, tiny_data, monkeypatch):
+def test_galaxy_sweep_command_end_to_end(tmp_path, tiny_data, monkeypatch, empty_mlflow_db):
+    make_store(tmp_path, empty_mlflow_db)  # the default store, mlflow/mlflow.db, already made (its migrations: 5-10 s)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GALAXY_", "MLFLOW_TRACKING"))}
     env["GALAXY_PROGRESS"] = "0"
     settings = [f"--set={k}={json.dumps(v)}" for k, v in {**FIXED, "codebook_size": 16, "embedding_dim": 4}.items()]

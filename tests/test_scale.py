@@ -2,7 +2,8 @@
 started by ``scripts/stack.sh up --postgres``; sweep workers each in a folder of their own, as on separate machines.
 
 One cluster and one tracking server for the session (`--dist loadfile` runs this module on one xdist worker),
-stopped after.
+stopped after; the Prefect server and its workers start in the background beside the sweep tests. The outage
+test, which stops PostgreSQL under all of them, runs last (pytest keeps the file's order).
 Skipped, with the reason, where PostgreSQL's server binaries are absent.
 """
 
@@ -60,6 +61,19 @@ class Stack:
 
     dir: Path
     env: dict[str, str]  # what stack.sh runs with (its folder and ports)
+    prefect: subprocess.Popen | None = None  # `up --only prefect,workers`, started beside the first tests
+
+    def start_prefect(self) -> None:
+        """The Prefect server on PostgreSQL (its migrations take most of ~30 s), the deployments and two workers,
+        started in the background: only the flow test needs them, and the sweep tests before it mostly wait."""
+        log = open(self.dir / "prefect-up.log", "wb")  # noqa: SIM115 - closed by the process's end
+        args = ["scripts/stack.sh", "up", "--postgres", "--only", "prefect,workers", "--workers", "2"]
+        self.prefect = subprocess.Popen(["bash", *args], cwd=ROOT, env=self.env, stdout=log, stderr=log)
+
+    def prefect_ready(self, timeout: float = 300) -> None:
+        assert self.prefect is not None, "start_prefect() first"
+        returncode = self.prefect.wait(timeout=timeout)
+        assert returncode == 0, f"stack.sh up (prefect) failed: {(self.dir / 'prefect-up.log').read_text()[-3000:]}"
 
     def script(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         proc = subprocess.run(["bash", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout)
@@ -102,8 +116,12 @@ def stack():
     running = Stack(state, env)
     try:
         running.script("scripts/stack.sh", "up", "--postgres", "--only", "mlflow")
+        running.start_prefect()
         yield running
     finally:
+        if running.prefect is not None and running.prefect.poll() is None:
+            running.prefect.kill()
+            running.prefect.wait()
         subprocess.run(["bash", "scripts/stack.sh", "down"], cwd=ROOT, env=env, capture_output=True, timeout=120)
         shutil.rmtree(state, ignore_errors=True)
 
@@ -225,6 +243,68 @@ def test_sigkilled_worker_trial_is_failed_retried_and_its_run_ended(stack, kille
     assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]
 
 
+def test_two_flow_runs_at_once_on_two_workers_of_a_prefect_server_on_postgres(stack, tmp_path, monkeypatch):
+    """galaxy/full twice at once: one trains a VQ-VAE, the other sweeps (the sweep stage through the flow, with
+    its Optuna study on the stack's PostgreSQL); each worker runs one in its own folder."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    stack.prefect_ready()
+    api = stack.urls()["PREFECT_API_URL"]
+    source = make_galaxy10(tmp_path / "src.h5", n=120, side=64)
+    vqvae = {**TINY_VQVAE, "widths": list(TINY_VQVAE["widths"])}
+    common = dict(source=f"h5:{source}", size=32, vqvae_epochs=1, vqvae_overrides=vqvae)
+    train = dict(common, seed=0, stages=["data", "vqvae"])
+    sweep = dict(common, seed=1, stages=["data", "sweep"], sweep_trials=1, sweep_workers=1)
+
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+
+        def both_online():
+            workers = client.read_workers_for_work_pool("galaxy-process")
+            return len([w for w in workers if str(w.status).endswith("ONLINE")]) == 2
+
+        wait_until(both_online, 120, "two workers to poll the pool", every=0.5)
+        runs = [run_deployment("galaxy/full", parameters={"config": c}, timeout=0) for c in (train, sweep)]
+
+        def finished():
+            states = [client.read_flow_run(run.id).state for run in runs]
+            return all(state.is_final() for state in states) and states
+
+        states = wait_until(finished, 300, "both flow runs to finish", every=1)
+    assert [s.type.value for s in states] == ["COMPLETED", "COMPLETED"], [s.message for s in states]
+
+    # each worker ran one, in its own folder: the prepared data and run folders are there, not in the checkout
+    folders = [stack.dir / "workers" / f"worker-{i}" for i in range(2)]
+    assert all((f / "data" / "prepared").is_dir() for f in folders), [list(f.iterdir()) for f in folders]
+
+    # the sweep's study is on PostgreSQL: exactly 1 finished trial (one sweep worker), none left running
+    studies = optuna.get_all_study_summaries(storage=stack.storage)
+    swept = [s for s in studies if s.study_name.startswith("sweep-")]  # the flow names its study
+    assert len(swept) == 1, [s.study_name for s in studies]
+    states = Counter(t.state for t in study_trials(stack.storage, swept[0].study_name))
+    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == 1 and set(states) <= {
+        TrialState.COMPLETE,
+        TrialState.PRUNED,
+    }, states
+
+    # the models are in the tracking server, and load from a third folder by alias and by version
+    use_store(stack.tracking, monkeypatch)
+    client = mlflow.MlflowClient()
+    sweeps = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    [parent] = client.search_runs([sweeps], f"tags.study = '{swept[0].study_name}'")
+    assert parent.info.status == "FINISHED" and "best_val_mse" in parent.data.metrics
+    versions = client.search_model_versions("name='galaxy-vqvae'")
+    by_run = {client.get_run(v.run_id).info.experiment_id: v for v in versions}
+    trained = by_run[client.get_experiment_by_name("galaxy-vqvae").experiment_id]
+    swept_best = by_run[client.get_experiment_by_name(EXPERIMENT).experiment_id]
+    for v in (trained, swept_best):
+        vqvae, _ = load_vqvae(f"models:/galaxy-vqvae/{v.version}")
+        assert vqvae.config.image_size == 32
+    vqvae, _ = load_vqvae("models:/galaxy-vqvae@champion")
+    assert vqvae.config.image_size == 32
+
+
 def test_postgres_stopped_mid_sweep_fails_in_one_line_and_a_rerun_carries_on(stack, mlflow_store, tiny_data):
     """MLflow on a local store here: the database under the study goes away, the run that records it does not."""
     n = 3
@@ -299,65 +379,3 @@ def test_postgres_stopped_mid_sweep_fails_in_one_line_and_a_rerun_carries_on(sta
     assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == n and states[TrialState.RUNNING] == 0, states
     client = mlflow.MlflowClient()
     assert not [r for r in client.search_runs([parent.info.experiment_id]) if r.info.status == "RUNNING"]
-
-
-def test_two_flow_runs_at_once_on_two_workers_of_a_prefect_server_on_postgres(stack, tmp_path, monkeypatch):
-    """galaxy/full twice at once: one trains a VQ-VAE, the other sweeps (the sweep stage through the flow, with
-    its Optuna study on the stack's PostgreSQL); each worker runs one in its own folder."""
-    from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    stack.script("scripts/stack.sh", "up", "--postgres", "--only", "prefect,workers", "--workers", "2")
-    api = stack.urls()["PREFECT_API_URL"]
-    source = make_galaxy10(tmp_path / "src.h5", n=120, side=64)
-    vqvae = {**TINY_VQVAE, "widths": list(TINY_VQVAE["widths"])}
-    common = dict(source=f"h5:{source}", size=32, vqvae_epochs=1, vqvae_overrides=vqvae)
-    train = dict(common, seed=0, stages=["data", "vqvae"])
-    sweep = dict(common, seed=1, stages=["data", "sweep"], sweep_trials=1, sweep_workers=1)
-
-    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
-
-        def both_online():
-            workers = client.read_workers_for_work_pool("galaxy-process")
-            return len([w for w in workers if str(w.status).endswith("ONLINE")]) == 2
-
-        wait_until(both_online, 120, "two workers to poll the pool", every=0.5)
-        runs = [run_deployment("galaxy/full", parameters={"config": c}, timeout=0) for c in (train, sweep)]
-
-        def finished():
-            states = [client.read_flow_run(run.id).state for run in runs]
-            return all(state.is_final() for state in states) and states
-
-        states = wait_until(finished, 300, "both flow runs to finish", every=1)
-    assert [s.type.value for s in states] == ["COMPLETED", "COMPLETED"], [s.message for s in states]
-
-    # each worker ran one, in its own folder: the prepared data and run folders are there, not in the checkout
-    folders = [stack.dir / "workers" / f"worker-{i}" for i in range(2)]
-    assert all((f / "data" / "prepared").is_dir() for f in folders), [list(f.iterdir()) for f in folders]
-
-    # the sweep's study is on PostgreSQL: exactly 1 finished trial (one sweep worker), none left running
-    studies = optuna.get_all_study_summaries(storage=stack.storage)
-    swept = [s for s in studies if s.study_name.startswith("sweep-")]  # the flow names its study
-    assert len(swept) == 1, [s.study_name for s in studies]
-    states = Counter(t.state for t in study_trials(stack.storage, swept[0].study_name))
-    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == 1 and set(states) <= {
-        TrialState.COMPLETE,
-        TrialState.PRUNED,
-    }, states
-
-    # the models are in the tracking server, and load from a third folder by alias and by version
-    use_store(stack.tracking, monkeypatch)
-    client = mlflow.MlflowClient()
-    sweeps = client.get_experiment_by_name(EXPERIMENT).experiment_id
-    [parent] = client.search_runs([sweeps], f"tags.study = '{swept[0].study_name}'")
-    assert parent.info.status == "FINISHED" and "best_val_mse" in parent.data.metrics
-    versions = client.search_model_versions("name='galaxy-vqvae'")
-    by_run = {client.get_run(v.run_id).info.experiment_id: v for v in versions}
-    trained = by_run[client.get_experiment_by_name("galaxy-vqvae").experiment_id]
-    swept_best = by_run[client.get_experiment_by_name(EXPERIMENT).experiment_id]
-    for v in (trained, swept_best):
-        vqvae, _ = load_vqvae(f"models:/galaxy-vqvae/{v.version}")
-        assert vqvae.config.image_size == 32
-    vqvae, _ = load_vqvae("models:/galaxy-vqvae@champion")
-    assert vqvae.config.image_size == 32

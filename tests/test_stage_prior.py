@@ -42,7 +42,8 @@ Z_SAMPLER = "galaxy-sampler-z"  # the redshift-conditioned prior of the shared s
 @pytest.fixture(scope="module")  # trains once: scripts/test.sh runs a module whole on one worker
 def trained_store(tmp_path_factory, empty_mlflow_db):
     """One store with a VQ-VAE (1 epoch), a prior (2 epochs) and a redshift-conditioned prior (2 epochs, registered
-    as galaxy-sampler-z), grids logged for both, shared by the tests that only read it."""
+    as galaxy-sampler-z, its sampling grids logged: the class-only prior's are the same code without the redshift
+    grid), shared by the tests that only read it."""
     root = tmp_path_factory.mktemp("trained")
     with pytest.MonkeyPatch.context() as mp:
         isolate(mp, tmp_path_factory.mktemp("home"), root)
@@ -51,7 +52,6 @@ def trained_store(tmp_path_factory, empty_mlflow_db):
         data = make_tiny_data(root)
         vq = train_vqvae_run(data, "demo", epochs=1, overrides=TINY_VQVAE)
         pr = train_prior_run(vq.model_uri, data, "demo", epochs=2, overrides=TINY_PRIOR)
-        log_sampling_grids(pr.run_id, pr.model_uri)
         z_overrides = {**TINY_PRIOR, "condition": "redshift"}
         pz = train_prior_run(vq.model_uri, data, "demo", epochs=2, overrides=z_overrides, register_as=Z_SAMPLER)
         log_sampling_grids(pz.run_id, pz.model_uri)
@@ -75,7 +75,7 @@ def trained_z(trained_store, monkeypatch):
     return pz, data
 
 
-def test_prior_run_grids_and_registered_sampler(trained):
+def test_prior_run_logs_its_numbers(trained):
     vq, pr, data = trained
     run = mlflow.get_run(pr.run_id)
     assert run.info.status == "FINISHED"
@@ -85,7 +85,12 @@ def test_prior_run_grids_and_registered_sampler(trained):
     for key in ("val_bits_per_token", "unigram_bits_per_token", "tokens_per_s"):
         assert key in run.data.metrics
     assert [m.step for m in mlflow.MlflowClient().get_metric_history(pr.run_id, "val_bits_per_token")] == [1, 2]
-    names = {a.path for a in mlflow.artifacts.list_artifacts(run_id=pr.run_id, artifact_path="samples")}
+    assert not mlflow.artifacts.list_artifacts(run_id=pr.run_id, artifact_path="samples")  # none logged here
+
+
+def test_sampling_grids_of_a_prior(trained_z):
+    pz, _ = trained_z
+    names = {a.path for a in mlflow.artifacts.list_artifacts(run_id=pz.run_id, artifact_path="samples")}
     expected = {
         "unconditional",
         "cfg_1",
@@ -96,8 +101,12 @@ def test_prior_run_grids_and_registered_sampler(trained):
         "top_p_0.8",
         "temperature_sweep",
         "tsne_generated",
+        "class_by_redshift",
     }
     assert {f"samples/{n}.png" for n in expected} == names
+
+
+def test_registered_class_only_sampler_loads_by_alias(trained):
     # P5: the sampler loads by alias and returns uint8 images, reproducibly per seed
     model = mlflow.pyfunc.load_model("models:/galaxy-sampler@champion")
     images = model.predict(np.array([5, 6, -1]), params={"cfg_scale": 3.0, "seed": 7, "num_samples": 2})

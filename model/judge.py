@@ -43,6 +43,7 @@ class JudgeConfig(Config):
         "lr",
         "weight_decay",
         "augment",
+        "augment_pooled",
         "blur",
         "nuisance",
         "class_balance",
@@ -63,6 +64,8 @@ class JudgeConfig(Config):
     lr: float = 2e-3  # peak AdamW learning rate (one-cycle schedule)
     weight_decay: float = 0.05  # AdamW weight decay
     augment: bool = True  # flips and 90-degree rotations, then the survey nuisances below (model.nuisance)
+    augment_pooled: bool = False  # pool batches by input_pool before augmenting (input_pool**2 fewer pixels);
+    # blur and noise sigmas are rescaled to mean the same on the sky (model.nuisance.draw_nuisance); False: as stored
     blur: float = 1.5  # max PSF blur sigma (px), drawn per image for half of each batch: softness is no class cue
     nuisance: float = 0.0  # strength of the sky, noise, colour, stretch and JPEG nuisances (model.nuisance); 0: off
     class_balance: float = 0.0  # loss weight of class c ~ n_c ** -class_balance (1: every class counts equally)
@@ -122,9 +125,10 @@ class MorphologyCNN(nn.Module):
         """F, the length of the feature vector."""
         return self.config.widths[-1]
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, 3, H, W) in [-1, 1] -> pooled features (B, F)."""
-        return self.blocks(self.pool(x)).mean(dim=(2, 3))  # (B, F)
+    def features(self, x: torch.Tensor, pooled: bool = False) -> torch.Tensor:
+        """x (B, 3, H, W) in [-1, 1] -> pooled features (B, F); ``pooled``: x was already average-pooled by
+        ``input_pool`` (H = image_size / input_pool), as training with ``augment_pooled`` feeds it."""
+        return self.blocks(x if pooled else self.pool(x)).mean(dim=(2, 3))  # (B, F)
 
     def symmetric_features(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, 3, H, W) -> features (B, F) averaged over the 8 symmetries of the square: the same for any
@@ -134,9 +138,9 @@ class MorphologyCNN(nn.Module):
         views += [v.transpose(2, 3) for v in views]  # the dihedral group D4: 8 views
         return torch.stack([self.features(v) for v in views]).mean(dim=0)  # (B, F)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, 3, H, W) in [-1, 1] -> logits (B, K)."""
-        return self.head(self.dropout(self.features(x)))
+    def forward(self, x: torch.Tensor, pooled: bool = False) -> torch.Tensor:
+        """x (B, 3, H, W) in [-1, 1] -> logits (B, K); ``pooled`` as in ``features``."""
+        return self.head(self.dropout(self.features(x, pooled)))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -161,6 +165,21 @@ def _evaluate(
     counts = torch.bincount(labels, minlength=k).double()  # (K,)
     recall = torch.bincount(labels, weights=hit, minlength=k) / counts.clamp(min=1)  # (K,)
     return loss / len(images), float(hit.mean()), float(recall[counts > 0].mean())
+
+
+def augmented_batch(model: MorphologyCNN, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, h, w) in [-1, 1] as training feeds the model: flipped and rotated, then
+    under survey nuisances, when ``augment``; with ``augment_pooled`` pooled first (h = H / input_pool), else
+    h = H. The draws from ``generator`` are the same either way."""
+    config = model.config
+    if not config.augment:
+        return uint8_to_unit(batch)  # (B, 3, H, W)
+    if not config.augment_pooled:
+        x = uint8_to_unit(augment_square(batch, generator))  # (B, 3, H, W)
+        return survey_nuisance(x, generator, config.nuisance, config.blur)
+    x = model.pool(uint8_to_unit(batch))  # (B, 3, h, w): the resolution the conv blocks see
+    x = augment_square(x.permute(0, 2, 3, 1), generator).permute(0, 3, 1, 2)  # flips act on (B, h, w, 3)
+    return survey_nuisance(x, generator, config.nuisance, config.blur, pixel_scale=config.input_pool)
 
 
 def class_weights(labels: np.ndarray, num_classes: int, power: float) -> torch.Tensor | None:
@@ -232,14 +251,9 @@ def train_judge(
         t0 = time.perf_counter()
         for i in range(steps_per_epoch):
             idx = perm[i * batch_size : (i + 1) * batch_size]
-            batch = data[idx]  # (B, H, W, 3) uint8
-            if config.augment:
-                batch = augment_square(batch, generator)
-            x, y = uint8_to_unit(batch), labels[idx]  # (B, 3, H, W), (B,)
-            if config.augment:
-                x = survey_nuisance(x, generator, config.nuisance, config.blur)
+            x, y = augmented_batch(model, data[idx], generator), labels[idx]  # (B, 3, h, w), (B,)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(x)
+                logits = model(x, pooled=config.augment and config.augment_pooled)
             loss = F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

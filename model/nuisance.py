@@ -163,8 +163,16 @@ def draw_nuisance(
     strength: float = 1.0,
     blur: float = 0.0,
     config: NuisanceConfig = NuisanceConfig(),
+    pixel_scale: int = 1,
 ) -> NuisanceDraw:
-    """Draw every part's parameters for a batch (always the same number of draws, so the stream stays aligned)."""
+    """Draw every part's parameters for a batch (always the same number of draws, so the stream stays aligned).
+
+    ``pixel_scale`` p: the images were average-pooled p x p from the resolution the ranges are set for, so a
+    draw means the same on the sky as at full resolution: PSF sigmas are divided by p, and the noise sigma is
+    the std that p x p pooling leaves of the full-resolution noise (white: 1 / p; the 2x2-correlated field:
+    (2p - 1) / p**2), drawn white (after pooling, neighbours of the correlated field correlate by 1/6 at p = 2).
+    JPEG, whose 8x8 blocks cover p x p times more sky, is left as it is.
+    """
     b, s, cfg = batch_size, max(float(strength), 0.0), config
     blur_on = torch.rand(b, generator=generator) < (cfg.blur_fraction if blur > 0 else 0.0)
     blur_sigma = _uniform((b,), min(0.3, blur), blur, generator) * blur_on
@@ -180,6 +188,11 @@ def draw_nuisance(
     low, high = cfg.jpeg_quality
     quality = torch.randint(low, high + 1, (b,), generator=generator)
     quality = quality * (torch.rand(b, generator=generator) < min(cfg.jpeg_fraction * s, 1.0))
+    if pixel_scale != 1:
+        p = float(pixel_scale)
+        blur_sigma = blur_sigma / p
+        noise = noise * torch.where(correlated, (2 * p - 1) / p**2, 1 / p)
+        correlated = torch.zeros_like(correlated)
     return NuisanceDraw(blur_sigma, gain, saturation, gamma, sky, noise, correlated, noise_seed, quality)
 
 
@@ -212,10 +225,12 @@ def survey_nuisance(
     strength: float = 1.0,
     blur: float = 0.0,
     config: NuisanceConfig = NuisanceConfig(),
+    pixel_scale: int = 1,
 ) -> torch.Tensor:
     """(B, 3, H, W) in [-1, 1] -> same, each image under its own survey nuisances (``config`` ranges times
-    ``strength``; PSF sigma up to ``blur`` px on a ``config.blur_fraction`` of the images). Strength 0 and
-    blur 0: ``x`` itself, and nothing is drawn from ``generator``."""
+    ``strength``; PSF sigma up to ``blur`` px on a ``config.blur_fraction`` of the images; ``pixel_scale``:
+    x was pooled that many times from the resolution ``blur`` is in px of, see ``draw_nuisance``). Strength 0
+    and blur 0: ``x`` itself, and nothing is drawn from ``generator``."""
     if strength <= 0 and blur <= 0:
         return x
-    return apply_nuisance(x, draw_nuisance(x.shape[0], generator, strength, blur, config))
+    return apply_nuisance(x, draw_nuisance(x.shape[0], generator, strength, blur, config, pixel_scale))

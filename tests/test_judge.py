@@ -294,3 +294,20 @@ def test_label_smoothing_one_makes_the_labels_irrelevant():
     assert not all(torch.equal(a, b) for a, b in zip(weights(train_y, 0.0), weights(shuffled, 0.0)))
     assert judge.JudgeConfig.from_dict({"widths": [4, 8]}).label_smoothing == 0.0  # stored before the field
     assert "label_smoothing" not in TINY.architecture()  # a training setting: checkpoints resume across it
+
+
+def test_pooled_augmentation_trains_and_judges_the_judge_of_the_pooled_images():
+    # images constant on 2x2 blocks pool exactly to a half-size set: a judge that pools by 2 and augments after
+    # pooling must train (same flips drawn) and judge exactly as a judge of the half-size images that never pools
+    small, labels = colour_task(32, 0)  # (32, 16, 16, 3)
+    big = small.repeat(2, axis=1).repeat(2, axis=2)  # (32, 32, 32, 3)
+    base = dataclasses.replace(TINY, epochs=1, nuisance=0.0, blur=0.0)
+    pooled_config = dataclasses.replace(base, image_size=32, input_pool=2, augment_pooled=True)
+    pooled = judge.train_judge(pooled_config, big, labels, big, labels).model
+    plain = judge.train_judge(base, small, labels, small, labels).model
+    for a, b in zip(pooled.parameters(), plain.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(judge.predict(pooled, big)[0], judge.predict(plain, small)[0], rtol=1e-4, atol=1e-5)
+    # stored before the field: augments at full resolution, and the field is a training setting
+    assert judge.JudgeConfig.from_dict({"widths": [4, 8]}).augment_pooled is False
+    assert "augment_pooled" not in TINY.architecture()

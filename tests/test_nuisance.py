@@ -175,3 +175,22 @@ def test_strength_zero_without_blur_is_the_identity_and_draws_nothing():
     sigma = draw_nuisance(64, torch.Generator().manual_seed(0), strength=0.0, blur=1.5).blur
     assert 20 < int((sigma > 0).sum()) < 44
     torch.testing.assert_close(out, gaussian_blur(x, sigma).clamp(-1, 1), atol=0, rtol=0)
+
+
+def test_nuisances_at_a_pooled_resolution_mean_what_they_mean_at_full_resolution():
+    # blur then pool 2x2 = pool then blur with half the sigma; pooling white noise halves its std, pooling the
+    # 2x2-correlated field leaves 3/4 of it: pixel_scale=2 draws the noise the pooled images would carry
+    pool = torch.nn.AvgPool2d(2)
+    t = torch.arange(64, dtype=torch.float32) - 31.5
+    blob = torch.exp(-(t.view(-1, 1) ** 2 + t.view(1, -1) ** 2) / (2 * 4.0**2))  # (64, 64) Gaussian, sigma 4 px
+    x = (blob * 1.6 - 0.8).expand(4, 3, 64, 64)  # (B, C, H, W)
+    only_blur = NuisanceConfig(blur_fraction=1.0)
+    full = pool(survey_nuisance(x, torch.Generator().manual_seed(1), 0.0, 3.0, only_blur))
+    half = survey_nuisance(pool(x), torch.Generator().manual_seed(1), 0.0, 3.0, only_blur, pixel_scale=2)
+    assert (full - half).abs().max() < 0.01  # unscaled (sigma 3 px at 32 px): off by ~0.5
+    only_noise = NuisanceConfig(sky=0, sky_tint=0, gain=0, saturation=0, gamma=0, jpeg_fraction=0, noise=0.3)
+    grey = torch.zeros(16, 3, 64, 64)
+    full = pool(survey_nuisance(grey, torch.Generator().manual_seed(2), 1.0, 0.0, only_noise))
+    half = survey_nuisance(pool(grey), torch.Generator().manual_seed(2), 1.0, 0.0, only_noise, pixel_scale=2)
+    ratio = half.std(dim=(1, 2, 3)) / full.std(dim=(1, 2, 3))  # (B,) per image
+    assert ratio.sub(1).abs().max() < 0.1, ratio

@@ -1,0 +1,67 @@
+"""Benchmark E1: seconds per judge training epoch with augmentation at full resolution vs after input pooling.
+
+The `demo` judge pools its 128-px input to 64 px, yet by default flips, rotates and applies the survey nuisances
+(model.nuisance) at 128 px; `augment_pooled=True` pools the batch first. For each mode this times, on the
+training split of a prepared dataset: the augmentation alone over one epoch's batches (`augmented_batch`), and one
+full training epoch (`train_judge`'s `epoch_time_s`, the optimizer steps without validation). The modes alternate
+(F, P, F, P, ...) so that a slow spell of a shared machine hits both; medians are printed. Set the thread count
+from outside (OMP_NUM_THREADS=1 for one thread).
+
+    OMP_NUM_THREADS=1 python benchmarks/judge_augment.py /path/to/prepared [repeats]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import sys
+import time
+
+import torch
+
+from model.config import from_preset
+from model.data import load_prepared
+from model.judge import PRESETS, MorphologyCNN, augmented_batch, train_judge
+
+
+def augmentation_seconds(config, images: torch.Tensor) -> float:
+    """Seconds to augment one epoch's batches (no model step)."""
+    model = MorphologyCNN(config)
+    generator = torch.Generator().manual_seed(0)
+    perm = torch.randperm(len(images), generator=generator)  # (N,)
+    start = time.perf_counter()
+    for i in range(len(images) // config.batch_size):
+        augmented_batch(model, images[perm[i * config.batch_size : (i + 1) * config.batch_size]], generator)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    data = load_prepared(sys.argv[1])
+    repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+    train_x, train_y = data.subset("train")
+    val_x, val_y = data.subset("val", 64)
+    base = from_preset(PRESETS, "demo", image_size=data.meta["size"], epochs=1, device="cpu")
+    modes = {"full": base, "pooled": dataclasses.replace(base, augment_pooled=True)}
+    images = torch.from_numpy(train_x)
+    times: dict[str, dict[str, list[float]]] = {m: {"augment": [], "epoch": []} for m in modes}
+    print(
+        f"{len(train_x)} training images, {base.image_size} px, batch {base.batch_size}, "
+        f"{torch.get_num_threads()} thread(s)"
+    )
+    for r in range(repeats):
+        for name, config in modes.items():
+            times[name]["augment"].append(augmentation_seconds(config, images))
+            result = train_judge(config, train_x, train_y, val_x, val_y)
+            times[name]["epoch"].append(result.history[0]["epoch_time_s"])
+            print(
+                f"  run {r + 1} {name:>6}: augmentation {times[name]['augment'][-1]:6.1f} s, "
+                f"epoch {times[name]['epoch'][-1]:6.1f} s",
+                flush=True,
+            )
+    for name in modes:
+        a, e = (statistics.median(times[name][k]) for k in ("augment", "epoch"))
+        print(f"{name:>6}: augmentation {a:6.1f} s/epoch, training epoch {e:6.1f} s (median of {repeats})")
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,10 @@ full training epoch (`train_judge`'s `epoch_time_s`, the optimizer steps without
 (F, P, F, P, ...) so that a slow spell of a shared machine hits both; medians are printed. Set the thread count
 from outside (OMP_NUM_THREADS=1 for one thread).
 
-    OMP_NUM_THREADS=1 python benchmarks/judge_augment.py /path/to/prepared [repeats]
+    OMP_NUM_THREADS=1 python benchmarks/judge_augment.py [/path/to/prepared [repeats]]
+
+Without a path it uses data/prepared when present, else 2,400 random 128-px images (the timings do not depend
+on what the images show). The last line: `judge_augment: <full / pooled epoch>x ...`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import dataclasses
 import statistics
 import sys
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from model.config import from_preset
@@ -35,17 +40,28 @@ def augmentation_seconds(config, images: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
+def splits(path: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """(train images, labels, val images, labels, what they are)."""
+    if path is None and Path("data/prepared/meta.json").is_file():
+        path = "data/prepared"
+    if path is not None:
+        data = load_prepared(path)
+        return *data.subset("train"), *data.subset("val", 64), path
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2464, 128, 128, 3), dtype=np.uint8)  # (N, S, S, 3)
+    labels = rng.integers(0, 10, 2464)
+    return images[:2400], labels[:2400], images[2400:], labels[2400:], "random images"
+
+
 def main() -> None:
-    data = load_prepared(sys.argv[1])
+    train_x, train_y, val_x, val_y, what = splits(sys.argv[1] if len(sys.argv) > 1 else None)
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 2
-    train_x, train_y = data.subset("train")
-    val_x, val_y = data.subset("val", 64)
-    base = from_preset(PRESETS, "demo", image_size=data.meta["size"], epochs=1, device="cpu")
+    base = from_preset(PRESETS, "demo", image_size=train_x.shape[1], epochs=1, device="cpu", augment_pooled=False)
     modes = {"full": base, "pooled": dataclasses.replace(base, augment_pooled=True)}
     images = torch.from_numpy(train_x)
     times: dict[str, dict[str, list[float]]] = {m: {"augment": [], "epoch": []} for m in modes}
     print(
-        f"{len(train_x)} training images, {base.image_size} px, batch {base.batch_size}, "
+        f"{len(train_x)} training images ({what}), {base.image_size} px, batch {base.batch_size}, "
         f"{torch.get_num_threads()} thread(s)"
     )
     for r in range(repeats):
@@ -58,9 +74,16 @@ def main() -> None:
                 f"epoch {times[name]['epoch'][-1]:6.1f} s",
                 flush=True,
             )
-    for name in modes:
-        a, e = (statistics.median(times[name][k]) for k in ("augment", "epoch"))
-        print(f"{name:>6}: augmentation {a:6.1f} s/epoch, training epoch {e:6.1f} s (median of {repeats})")
+    medians = {m: {k: statistics.median(v) for k, v in times[m].items()} for m in modes}
+    for name, m in medians.items():
+        line = f"augmentation {m['augment']:6.1f} s/epoch, training epoch {m['epoch']:6.1f} s (median of {repeats})"
+        print(f"{name:>6}: {line}")
+    full, pooled = medians["full"], medians["pooled"]
+    print(
+        f"judge_augment: {full['epoch'] / pooled['epoch']:.2f}x judge epoch with augmentation after pooling: "
+        f"{pooled['epoch']:.1f} s vs {full['epoch']:.1f} s at full resolution (augmentation alone "
+        f"{pooled['augment']:.1f} vs {full['augment']:.1f} s), {torch.get_num_threads()} thread(s)"
+    )
 
 
 if __name__ == "__main__":

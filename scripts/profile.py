@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import os
 import sys
-import tomllib
 from pathlib import Path
 
 import toml
+import tomllib
 
 
 def profiles_path() -> Path:

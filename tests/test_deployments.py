@@ -40,8 +40,8 @@ def test_stack_profile_switch_keeps_the_users_profile_and_gives_it_back(tmp_path
     previous one); `down` gives back what was active, and Prefect itself reads the file."""
     import subprocess
     import sys
-    import tomllib
 
+    import tomllib
     from prefect.settings import PREFECT_API_URL
 
     home = tmp_path / "prefect"

@@ -38,6 +38,8 @@ LONGEST_FIRST = ("test_scale.py", "test_flow_pipeline.py", "test_sweep.py", "tes
 def pytest_collection_modifyitems(items):
     rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 # Prefect keeps cached task results under PREFECT_HOME: give every test session its own, before prefect loads.
 _PREFECT_HOME = tempfile.mkdtemp(prefix="galaxy-prefect-home-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME

@@ -67,7 +67,7 @@ def restore(previous: Path) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) >= 2 and argv[0] == "use":
+    if len(argv) >= 3 and argv[0] == "use":
         use(argv[1], Path(argv[2]), argv[3:])
     elif len(argv) == 2 and argv[0] == "restore":
         restore(Path(argv[1]))

@@ -23,22 +23,11 @@ import torch
 for _name in [n for n in os.environ if n.startswith("GALAXY_")] + ["PREFECT_API_URL", "PREFECT_API_KEY"]:
     os.environ.pop(_name, None)
 os.environ["GALAXY_PROGRESS"] = "0"
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"  # the test servers' telemetry: no network, no use
 # The pipeline measures against the real dev file when it sits beside the checkout (CI has it, users do not):
 # no test may depend on it, so it is off unless a test names a real file.
 os.environ["GALAXY_REAL"] = ""
 # Tiny models run far faster on one thread than fighting over two cores (also in the CLI subprocesses).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-#: The longest modules, started first (scripts/test.sh sends whole modules to its two workers in collection order):
-#: with the longest last, one worker would still run it while the other sat idle.
-LONGEST_FIRST = ("test_scale.py", "test_flow_pipeline.py", "test_sweep.py", "test_stage_prior.py")
-
-
-def pytest_collection_modifyitems(items):
-    rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
-
 
 # Prefect keeps cached task results under PREFECT_HOME: give every test session its own, before prefect loads.
 _PREFECT_HOME = tempfile.mkdtemp(prefix="galaxy-prefect-home-")
@@ -50,6 +39,17 @@ os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 # matplotlib keeps its font cache under HOME, which every test replaces: one cache for the session instead.
 os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="galaxy-mpl-")
 torch.set_num_threads(1)
+
+
+#: The longest modules, started first (scripts/test.sh sends whole modules to its two workers in collection order):
+#: with the longest last, one worker would still run it while the other sat idle.
+LONGEST_FIRST = ("test_scale.py", "test_flow_pipeline.py", "test_sweep.py", "test_stage_prior.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
 
 #: The installed console script, run as a user runs it.
 GALAXY = str(Path(sys.executable).with_name("galaxy"))

@@ -66,9 +66,9 @@ class Stack:
     def start_prefect(self) -> None:
         """The Prefect server on PostgreSQL (its migrations take most of ~30 s), the deployments and two workers,
         started in the background: only the flow test needs them, and the sweep tests before it mostly wait."""
-        log = open(self.dir / "prefect-up.log", "wb")  # noqa: SIM115 - closed by the process's end
         args = ["scripts/stack.sh", "up", "--postgres", "--only", "prefect,workers", "--workers", "2"]
-        self.prefect = subprocess.Popen(["bash", *args], cwd=ROOT, env=self.env, stdout=log, stderr=log)
+        with open(self.dir / "prefect-up.log", "wb") as log:  # the process writes through its own copy
+            self.prefect = subprocess.Popen(["bash", *args], cwd=ROOT, env=self.env, stdout=log, stderr=log)
 
     def prefect_ready(self, timeout: float = 300) -> None:
         assert self.prefect is not None, "start_prefect() first"

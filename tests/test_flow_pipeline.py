@@ -16,10 +16,11 @@ TINY_JUDGE = dict(image_size=32, widths=(8, 16), batch_size=16)
 
 
 def tiny_config(tmp_path, stages, **extra) -> PipelineConfig:
-    src = make_galaxy10(tmp_path / "src.h5", n=120, side=64)
+    """Tiny settings on a 120-image Galaxy10-format file (unless ``extra`` names another source)."""
+    source = extra.pop("source", None) or f"h5:{make_galaxy10(tmp_path / 'src.h5', n=120, side=64)}"
     return PipelineConfig(
         **{
-            "source": f"h5:{src}",
+            "source": source,
             "data_dir": str(tmp_path / "prepared"),
             "size": 32,
             "stages": stages,

@@ -50,9 +50,14 @@ from model.source import (
 
 # Bump when the prepared format, the resizing or the key changes; a folder of another version is re-prepared.
 # 1: SHA256 of the source in the key (meta `source_sha256`). 2: BLAKE3 (meta `source_blake3`), so every key changed.
-PREPARE_VERSION = 2
+# 3: held-out splits keep at least MIN_HELD_OUT images of each class that has MIN_HELD_OUT_CLASS or more.
+PREPARE_VERSION = 3
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+#: A class's recall on 5 test images moves in steps of 0.2 (and one unlucky draw sets it): validation and test
+#: hold at least this many images of every class with MIN_HELD_OUT_CLASS or more (training keeps >= 60 % of it).
+MIN_HELD_OUT = 10
+MIN_HELD_OUT_CLASS = 5 * MIN_HELD_OUT
 
 Progress = Callable[[int], None]
 
@@ -64,7 +69,11 @@ Progress = Callable[[int], None]
 def stratified_split(
     labels: np.ndarray, seed: int, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
 ) -> np.ndarray:
-    """Assign each image to train (0), val (1) or test (2), keeping class proportions in every split."""
+    """Assign each image to train (0), val (1) or test (2), keeping class proportions in every split.
+
+    A class of MIN_HELD_OUT_CLASS or more images gives each held-out split with a non-zero fraction at least
+    MIN_HELD_OUT of them (a rare class's recall needs images to be measured on), taken from its training share.
+    """
     if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
         raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
     rng = np.random.default_rng(seed)
@@ -72,8 +81,14 @@ def stratified_split(
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         rng.shuffle(idx)
-        n_train = int(round(fractions[0] * len(idx)))
-        n_val = int(round(fractions[1] * len(idx)))
+        n = len(idx)
+        n_train = int(round(fractions[0] * n))
+        n_val = int(round(fractions[1] * n))
+        if n >= MIN_HELD_OUT_CLASS:  # raise the held-out shares to MIN_HELD_OUT, out of the training share
+            n_test = max(n - n_train - n_val, 0)
+            more_val = min(max(MIN_HELD_OUT - n_val, 0) if fractions[1] > 0 else 0, n_train)
+            more_test = min(max(MIN_HELD_OUT - n_test, 0) if fractions[2] > 0 else 0, n_train - more_val)
+            n_train, n_val = n_train - more_val - more_test, n_val + more_val
         split[idx[n_train : n_train + n_val]] = 1
         split[idx[n_train + n_val :]] = 2
     return split

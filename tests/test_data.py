@@ -312,7 +312,7 @@ def test_folder_of_version_1_is_re_prepared_not_a_crash(g10, tmp_path):
     again = D.prepare(g10, out, size=32)
     assert not again.cached and again.key != old_key
     now = json.loads((out / "meta.json").read_text())
-    assert now["version"] == 2 and now["source_blake3"] == blake3.blake3(g10.read_bytes()).hexdigest()
+    assert now["version"] == D.PREPARE_VERSION and now["source_blake3"] == blake3.blake3(g10.read_bytes()).hexdigest()
     assert "source_sha256" not in now
     assert (out / "images.npy").read_bytes() == fresh  # rewritten, not kept
     assert D.prepare(g10, out, size=32).cached  # and the new folder is a hit from then on

@@ -27,9 +27,23 @@ def test_each_class_is_split_by_the_fractions_with_rounding_by_hand():
 
 
 def test_default_fractions_are_80_10_10():
-    labels = np.repeat([4, 7], [50, 20])  # class ids need not start at 0
+    labels = np.repeat([4, 7], [100, 20])  # class ids need not start at 0
     split = stratified_split(labels, seed=0)
-    assert counts(split, labels, 4) == [40, 5, 5] and counts(split, labels, 7) == [16, 2, 2]
+    assert counts(split, labels, 4) == [80, 10, 10] and counts(split, labels, 7) == [16, 2, 2]
+
+
+def test_a_rare_class_keeps_ten_held_out_images_from_fifty_on():
+    # 56 images (cigars in the 3,000-image synthetic set): 10 % would be 6 and 5, a recall in steps of 0.2;
+    # from 50 images on each held-out split gets 10, out of the training share; below 50 the plain fractions
+    labels = np.repeat([0, 1, 2, 3], [56, 50, 49, 300])
+    split = stratified_split(labels, seed=0)
+    assert counts(split, labels, 0) == [36, 10, 10]
+    assert counts(split, labels, 1) == [30, 10, 10]
+    assert counts(split, labels, 2) == [39, 5, 5]
+    assert counts(split, labels, 3) == [240, 30, 30]
+    assert counts(stratified_split(labels, 0, (0.9, 0.1, 0.0)), labels, 1) == [40, 10, 0]  # a zero share stays 0
+    # training gives what it has and no more: 2 of it -> val 2 + 2, test keeps its 46
+    assert counts(stratified_split(labels, 0, (0.05, 0.05, 0.9)), labels, 1) == [0, 4, 46]
 
 
 def test_splits_are_disjoint_and_cover_every_image():

@@ -60,45 +60,67 @@ def sampling_dtype_logits(logits: torch.Tensor) -> torch.Tensor:
     return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
 
 
-def guided_logits(cond: torch.Tensor, uncond: torch.Tensor, cfg_scale: float) -> torch.Tensor:
-    """Classifier-free guidance: uncond + cfg_scale * (cond - uncond)."""
+def guided_logits(cond: torch.Tensor, uncond: torch.Tensor, cfg_scale: float | torch.Tensor) -> torch.Tensor:
+    """Classifier-free guidance: uncond + cfg_scale * (cond - uncond); cfg_scale one value or (N, 1) per row."""
     return uncond + cfg_scale * (cond - uncond)
 
 
 def sample_next(
     logits: torch.Tensor,
     *,
-    temperature: float = 1.0,
+    temperature: float | torch.Tensor = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """(N, K) logits -> (N, 1) sampled ids: temperature, top-k, top-p, softmax, one multinomial draw."""
+    """(N, K) logits -> (N, 1) sampled ids: temperature (one, or (N, 1) per row), top-k, top-p, softmax, one
+    multinomial draw."""
     logits = top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
     probs = F.softmax(logits, dim=-1)  # (N, K)
     return torch.multinomial(probs, 1, generator=generator)  # (N, 1)
+
+
+def per_row(name: str, value: float | Sequence[float] | np.ndarray | torch.Tensor, n: int) -> list[float]:
+    """One value, or one per row, as a list of floats (one element for one value)."""
+    values = np.asarray(value.cpu() if torch.is_tensor(value) else value, dtype=np.float64).reshape(-1)
+    if values.size not in (1, n):
+        raise UserError("sampling", f"{name} must be one value or one per row ({n}), got {values.size}")
+    return values.tolist()
+
+
+def _row_tensor(value: float | Sequence[float] | np.ndarray | torch.Tensor, n: int, device) -> float | torch.Tensor:
+    """A python float when every row has the same value (the scalar's exact arithmetic), else an (n, 1) float32
+    column."""
+    values = per_row("value", value, n)
+    if len(set(values)) == 1:
+        return values[0]
+    return torch.tensor(values, dtype=torch.float32, device=device).reshape(n, 1)
 
 
 def check_sampling_args(
     n: int,
     num_classes: int,
     labels: torch.Tensor | None,
-    cfg_scale: float,
-    temperature: float,
+    cfg_scale: float | Sequence[float],
+    temperature: float | Sequence[float],
     top_k: int,
     top_p: float,
 ) -> None:
-    """Raise a UserError naming the first bad sampling argument."""
+    """Raise a UserError naming the first bad sampling argument. ``cfg_scale`` and ``temperature`` may be one
+    value or one per row (n,)."""
     if int(n) < 1:
         raise UserError("sampling", f"n must be >= 1, got {n}")
-    if not temperature > 0:
-        raise UserError("sampling", f"temperature must be > 0, got {temperature}")
+    temperatures, scales = per_row("temperature", temperature, n), per_row("cfg_scale", cfg_scale, n)
+    for t in temperatures:
+        if not t > 0:
+            raise UserError("sampling", f"temperature must be > 0, got {t}")
     if int(top_k) < 0:
         raise UserError("sampling", f"top_k must be >= 0 (0 disables), got {top_k}")
     if not 0.0 < top_p <= 1.0:
         raise UserError("sampling", f"top_p must be in (0, 1] (1 disables), got {top_p}")
-    if not (cfg_scale >= 0 and math.isfinite(cfg_scale)):
-        raise UserError("sampling", f"cfg_scale must be a finite number >= 0, got {cfg_scale}")
+    for c in scales:
+        if not (c >= 0 and math.isfinite(c)):
+            raise UserError("sampling", f"cfg_scale must be a finite number >= 0, got {c}")
     if labels is not None:
         if labels.shape != (n,):
             raise UserError("sampling", f"labels must have shape ({n},), got {tuple(labels.shape)}")
@@ -141,8 +163,8 @@ def generate(
     labels: torch.Tensor | Sequence[int] | None = None,
     *,
     condition_values: torch.Tensor | Sequence[float] | None = None,
-    cfg_scale: float = 1.0,
-    temperature: float = 1.0,
+    cfg_scale: float | Sequence[float] | torch.Tensor = 1.0,
+    temperature: float | Sequence[float] | torch.Tensor = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
@@ -155,7 +177,8 @@ def generate(
     unconditional rows (null class, null value) run as one batch of 2n and
     logits = uncond + cfg_scale * (cond - uncond). Each step feeds only the newest token through the
     layers, reading earlier keys/values from a cache. Runs in eval mode (the previous modes are restored).
-    ``progress(i)`` is called with the number of tokens made so far.
+    ``progress(i)`` is called with the number of tokens made so far. ``cfg_scale`` and ``temperature`` may be
+    given per row (n,): rows of one batch sampled at several settings in one pass.
     """
     device = prior.token_emb.weight.device
     if labels is not None:
@@ -170,7 +193,9 @@ def generate(
             condition_values = None  # all null: the same as none (and the only choice without a condition)
         else:
             condition_values = condition_values.to(device, prior.token_emb.weight.dtype)  # no float64 on MPS
-    guided = (labels is not None or condition_values is not None) and cfg_scale != 1.0
+    scales = per_row("cfg_scale", cfg_scale, n)
+    guided = (labels is not None or condition_values is not None) and any(c != 1.0 for c in scales)
+    cfg_scale, temperature = _row_tensor(scales, n, device), _row_tensor(temperature, n, device)
     null = torch.full((n,), prior.null_label, dtype=torch.long, device=device)
     batch_labels = null if labels is None else labels
     batch_values = condition_values
@@ -231,8 +256,8 @@ def sample(
     labels: Sequence[int] | np.ndarray,
     *,
     condition_values: Sequence[float] | np.ndarray | None = None,
-    cfg_scale: float = 3.0,
-    temperature: float = 1.0,
+    cfg_scale: float | Sequence[float] | np.ndarray = 3.0,
+    temperature: float | Sequence[float] | np.ndarray = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
     seed: int = 0,
@@ -242,8 +267,10 @@ def sample(
     """One image per entry of ``labels`` (class ids, or -1 for no class), seeded and batched.
 
     ``condition_values`` gives each row a value of the prior's condition (NaN: none); a row with a
-    class or a value is guided, a row with neither is unconditional. ``progress(k)`` is called with
-    the number of token steps done so far, summed over batches.
+    class or a value is guided, a row with neither is unconditional. ``cfg_scale`` and ``temperature`` are
+    one value or one per entry of ``labels`` (a grid of settings in one pass: every step costs about the same
+    for 20 rows as for 200). ``progress(k)`` is called with the number of token steps done so far, summed
+    over batches.
     """
     check_compatible(prior, vqvae)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -256,6 +283,8 @@ def sample(
     if values.shape != labels.shape:
         raise UserError("sampling", f"{values.size} condition values for {labels.size} labels")
     check_condition_values(prior, values)
+    scales = np.broadcast_to(np.asarray(per_row("cfg_scale", cfg_scale, len(labels))), labels.shape)
+    temperatures = np.broadcast_to(np.asarray(per_row("temperature", temperature, len(labels))), labels.shape)
     device = prior.token_emb.weight.device
     generator = torch.Generator(device=device).manual_seed(seed)
     tokens = np.zeros((len(labels), prior.seq_len), dtype=np.int64)
@@ -277,8 +306,8 @@ def sample(
                 if conditional
                 else None,
                 condition_values=values[chunk] if conditional else None,
-                cfg_scale=cfg_scale if conditional else 1.0,
-                temperature=temperature,
+                cfg_scale=scales[chunk] if conditional else 1.0,
+                temperature=temperatures[chunk],
                 top_k=top_k,
                 top_p=top_p,
                 generator=generator,

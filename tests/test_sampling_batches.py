@@ -127,3 +127,17 @@ def test_tokens_from_the_tokenizer_decode_to_the_reconstruction():
     decoded = decode_tokens(vqvae, tokens, batch_size=3)
     np.testing.assert_array_equal(decoded.indices, grids)
     np.testing.assert_array_equal(decoded.images, reconstruct_images(vqvae, images))
+
+
+def test_per_row_settings_follow_their_rows_across_batches():
+    """cfg 0 samples the null class's tokens and cfg 1 the class's own (the forcing prior), so each row's
+    tokens show which scale it got, through batches of 2 and unconditional rows in between."""
+    vqvae, prior = tiny_vqvae(), forcing_prior()
+    labels = [3, -1, 7, 0, 5, -1, 2]
+    scales = [0.0, 9.0, 1.0, 1.0, 0.0, 0.0, 1.0]  # an unconditional row's scale is ignored
+    s = sample(prior, vqvae, labels, cfg_scale=scales, temperature=[1.0, 2.0] * 3 + [0.5], seed=1, batch_size=2)
+    for i, (label, scale) in enumerate(zip(labels, scales)):
+        expected = allowed_tokens(-1 if scale == 0.0 else label)
+        assert set(s.indices[i].ravel().tolist()) <= expected, (i, label, scale)
+    with pytest.raises(UserError, match=r"^sampling: temperature must be one value or one per row \(7\), got 2$"):
+        sample(prior, vqvae, labels, temperature=[1.0, 2.0])

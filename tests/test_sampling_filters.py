@@ -234,3 +234,40 @@ def test_valid_sampling_arguments_pass(change):
 def test_bad_sampling_arguments_name_the_argument(change, message):
     with pytest.raises(UserError, match=message):
         check_sampling_args(**{**GOOD, **change})
+
+
+# ---------------------------------------------------------------------------------------------- per-row settings
+
+
+def test_per_row_cfg_scales_equal_each_row_sampled_alone():
+    """Greedy (top-k 1) tokens do not depend on the random stream: a batch with cfg 0, 1, 3 and 9 per row gives
+    each row what a call with that one scale gives it."""
+    model, labels, scales = _tiny_prior(), torch.tensor([0, 1, 2, 1]), [0.0, 1.0, 3.0, 9.0]
+    tokens = generate(model, 4, labels, cfg_scale=scales, top_k=1)
+    for i, scale in enumerate(scales):
+        assert torch.equal(tokens[i], generate(model, 1, labels[i : i + 1], cfg_scale=scale, top_k=1)[0]), scale
+    assert len({tuple(t) for t in tokens[[1, 3]].tolist()}) == 2  # the scales made a difference (same class)
+
+
+def test_per_row_temperatures_divide_each_rows_logits():
+    """Temperature 1e-3 is greedy (the argmax row); temperature 100 is near uniform, so 20 draws of a row of 4
+    codes from a 16-code vocabulary miss the greedy tokens somewhere."""
+    model, labels = _tiny_prior(), torch.tensor([2] * 21)
+    greedy = generate(model, 1, labels[:1], top_k=1)[0]
+    tokens = generate(model, 21, labels, temperature=[1e-3] + [100.0] * 20, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(tokens[0], greedy)
+    assert not all(torch.equal(row, greedy) for row in tokens[1:])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(cfg_scale=[1.0, -2.0]), r"^sampling: cfg_scale must be a finite number >= 0, got -2.0$"),
+        (dict(temperature=[1.0, 0.0]), r"^sampling: temperature must be > 0, got 0.0$"),
+        (dict(cfg_scale=[1.0, 2.0, 3.0]), r"^sampling: cfg_scale must be one value or one per row \(2\), got 3$"),
+        (dict(temperature=[]), r"^sampling: temperature must be one value or one per row \(2\), got 0$"),
+    ],
+)
+def test_bad_per_row_settings_name_the_value(change, message):
+    with pytest.raises(UserError, match=message):
+        check_sampling_args(**{**GOOD, **change})

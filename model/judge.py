@@ -123,6 +123,9 @@ class MorphologyCNN(nn.Module):
         self.blocks = nn.Sequential(*[ConvBlock(a, b) for a, b in zip(chans[:-1], chans[1:])])
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.widths[-1], config.num_classes)
+        # NHWC convolutions: 1.8x faster inference and ~1.3x faster training on a CPU (benchmarks/judge_speed.py);
+        # the same numbers up to float rounding. Moving the model to a device keeps the layout.
+        self.blocks.to(memory_format=torch.channels_last)
 
     @property
     def feature_dim(self) -> int:
@@ -132,15 +135,19 @@ class MorphologyCNN(nn.Module):
     def features(self, x: torch.Tensor, pooled: bool = False) -> torch.Tensor:
         """x (B, 3, H, W) in [-1, 1] -> pooled features (B, F); ``pooled``: x was already average-pooled by
         ``input_pool`` (H = image_size / input_pool), as training with ``augment_pooled`` feeds it."""
-        return self.blocks(x if pooled else self.pool(x)).mean(dim=(2, 3))  # (B, F)
+        x = x if pooled else self.pool(x)
+        return self.blocks(x.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3))  # (B, F)
 
     def symmetric_features(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, 3, H, W) -> features (B, F) averaged over the 8 symmetries of the square: the same for any
         flip or 90-degree rotation of the image (morphology has no orientation)."""
+        p = self.config.input_pool
+        pooled = x.size(2) % p == 0 and x.size(3) % p == 0  # then pooling commutes with flips and the transpose:
+        x = self.pool(x) if pooled else x  # pooled once, not 8 times
         views = [x, x.flip(3)]
         views += [v.flip(2) for v in views]
         views += [v.transpose(2, 3) for v in views]  # the dihedral group D4: 8 views
-        return torch.stack([self.features(v) for v in views]).mean(dim=0)  # (B, F)
+        return torch.stack([self.features(v, pooled) for v in views]).mean(dim=0)  # (B, F)
 
     def forward(self, x: torch.Tensor, pooled: bool = False) -> torch.Tensor:
         """x (B, 3, H, W) in [-1, 1] -> logits (B, K); ``pooled`` as in ``features``."""

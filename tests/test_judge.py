@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from model import judge, metrics
@@ -311,3 +312,15 @@ def test_pooled_augmentation_trains_and_judges_the_judge_of_the_pooled_images():
     # stored before the field: augments at full resolution, and the field is a training setting
     assert judge.JudgeConfig.from_dict({"widths": [4, 8]}).augment_pooled is False
     assert "augment_pooled" not in TINY.architecture()
+
+
+@pytest.mark.parametrize("size, pool", [(16, 2), (18, 4)])  # 18 px: 4 does not divide it, each view pooled alone
+def test_symmetric_features_are_the_mean_over_the_8_views_each_pooled(size, pool):
+    """The oracle pools every view on its own, as the judge sees an image; pooling once first must agree."""
+    model = judge.MorphologyCNN(dataclasses.replace(TINY, image_size=size, input_pool=pool, symmetric=True)).eval()
+    x = torch.from_numpy(np.random.default_rng(1).uniform(-1, 1, (3, 3, size, size)).astype(np.float32))
+    views = [x, x.flip(3), x.flip(2), x.flip(2).flip(3)]
+    views += [v.transpose(2, 3) for v in views]
+    with torch.no_grad():
+        expected = torch.stack([model.blocks(F.avg_pool2d(v, pool)).mean(dim=(2, 3)) for v in views]).mean(0)
+        torch.testing.assert_close(model.symmetric_features(x), expected, rtol=1e-5, atol=1e-6)

@@ -88,13 +88,12 @@ def per_row(name: str, value: float | Sequence[float] | np.ndarray | torch.Tenso
     return values.tolist()
 
 
-def _row_tensor(value: float | Sequence[float] | np.ndarray | torch.Tensor, n: int, device) -> float | torch.Tensor:
-    """A python float when every row has the same value (the scalar's exact arithmetic), else an (n, 1) float32
-    column."""
-    values = per_row("value", value, n)
+def _row_tensor(values: list[float], device: torch.device) -> float | torch.Tensor:
+    """``per_row``'s list as a python float when every row has the same value (the scalar's exact arithmetic),
+    else an (n, 1) float32 column."""
     if len(set(values)) == 1:
         return values[0]
-    return torch.tensor(values, dtype=torch.float32, device=device).reshape(n, 1)
+    return torch.tensor(values, dtype=torch.float32, device=device).reshape(-1, 1)
 
 
 def check_sampling_args(
@@ -193,9 +192,9 @@ def generate(
             condition_values = None  # all null: the same as none (and the only choice without a condition)
         else:
             condition_values = condition_values.to(device, prior.token_emb.weight.dtype)  # no float64 on MPS
-    scales = per_row("cfg_scale", cfg_scale, n)
+    scales, temperatures = per_row("cfg_scale", cfg_scale, n), per_row("temperature", temperature, n)
     guided = (labels is not None or condition_values is not None) and any(c != 1.0 for c in scales)
-    cfg_scale, temperature = _row_tensor(scales, n, device), _row_tensor(temperature, n, device)
+    cfg_scale, temperature = _row_tensor(scales, device), _row_tensor(temperatures, device)
     null = torch.full((n,), prior.null_label, dtype=torch.long, device=device)
     batch_labels = null if labels is None else labels
     batch_values = condition_values

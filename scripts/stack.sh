@@ -49,7 +49,7 @@ launch() {  # name, command...: in the background, its log and pid in $STATE (un
 
 use_profile() {  # the prefect CLI and every flow run talk to this server (a profile, so plain `prefect ...` works)
   # written straight into profiles.toml (three `prefect profile` CLI starts took ~7 s); the previous one is kept
-  python scripts/profile.py use galaxy-local "$STATE/previous_profile" PREFECT_API_URL="$PREFECT_API_URL" \
+  python scripts/prefect_profile.py use galaxy-local "$STATE/previous_profile" PREFECT_API_URL="$PREFECT_API_URL" \
     PREFECT_SERVER_ANALYTICS_ENABLED=false
 }
 
@@ -188,7 +188,7 @@ down() {
     bash scripts/pg.sh status "$STATE/pg" >/dev/null 2>&1 && bash scripts/pg.sh stop "$STATE/pg" && echo "stopped pg"
   fi
   if [ -f "$STATE/previous_profile" ]; then  # give the shell back the Prefect profile it had before `up`
-    python scripts/profile.py restore "$STATE/previous_profile" || true
+    python scripts/prefect_profile.py restore "$STATE/previous_profile" || true
     rm -f "$STATE/previous_profile"
   fi
   rm -f "$STATE/mode"

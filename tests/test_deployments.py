@@ -52,7 +52,7 @@ def test_stack_profile_switch_keeps_the_users_profile_and_gives_it_back(tmp_path
     previous = tmp_path / "previous_profile"
 
     def script(*args):
-        run = subprocess.run([sys.executable, str(ROOT / "scripts" / "profile.py"), *args], capture_output=True)
+        run = subprocess.run([sys.executable, str(ROOT / "scripts" / "prefect_profile.py"), *args], capture_output=True)
         assert run.returncode == 0, run.stderr
 
     for port in (4200, 4300):  # up, up again on another port

@@ -136,3 +136,15 @@ def test_the_command_line_imports_no_framework_until_a_command_runs():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"  # `galaxy --help` and argument errors stay instant
+
+
+def test_no_script_shadows_a_standard_module():
+    # `python scripts/x.py` puts scripts/ first on sys.path (gpu_check.py adds benchmarks/ too): a scripts/profile.py
+    # was imported by torch's `import cProfile` in place of the standard `profile`, and the GPU check died there
+    clashes = [
+        f"{folder}/{path.name}"
+        for folder in ("scripts", "benchmarks")
+        for path in (ROOT / folder).glob("*.py")
+        if path.stem in sys.stdlib_module_names
+    ]
+    assert not clashes, f"these shadow standard modules when run as scripts: {clashes}"

@@ -1,9 +1,10 @@
 """Switch the Prefect profile that `stack.sh up` uses, and give the previous one back on `down`.
 
-    python scripts/prefect_profile.py use NAME PREVIOUS_FILE KEY=VALUE...   make profile NAME (these settings) the active one;
-                                                                     the active one before goes to PREVIOUS_FILE
-                                                                     (unless that file exists: a second `up`)
-    python scripts/prefect_profile.py restore PREVIOUS_FILE                  make the profile named there active again
+    python scripts/prefect_profile.py use NAME PREVIOUS_FILE KEY=VALUE...
+        make profile NAME (these settings) the active one; the active one before goes to PREVIOUS_FILE
+        (unless that file exists: a second `up`)
+    python scripts/prefect_profile.py restore PREVIOUS_FILE
+        make the profile named there active again
 
 It edits profiles.toml (``$PREFECT_PROFILES_PATH``, else ``$PREFECT_HOME/profiles.toml``, else
 ``~/.prefect/profiles.toml``) as `prefect profile create / config set / use` would, without starting the

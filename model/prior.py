@@ -16,7 +16,11 @@ value (NaN) or condition dropout gives a learned null vector instead, independen
 guidance works on (class, value), on the class alone and on the value alone. With ``condition=None`` the
 network, its parameters and its outputs are exactly those of the class-only prior.
 
-Dimension letters: N images sampled, B batch, T tokens per image (grid_h * grid_w), S positions fed in
+With ``PriorConfig.crop`` set, the prior models only the central crop x crop codes (T = crop**2): the
+galaxy, where the class shows; the codes around it (sky, noise and field sources) are drawn per position from
+their frequencies in the training grids (``ConditionalPrior.with_border``), independently of the class.
+
+Dimension letters: N images sampled, B batch, T tokens per image (grid_h * grid_w, or crop**2), S positions fed in
 one call, P positions held in the key/value cache, K vocabulary (codebook size), D model width,
 H heads, E head width (D / H), F Fourier frequencies.
 """
@@ -29,12 +33,11 @@ from typing import ClassVar
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from einops import rearrange
 
 from model.config import Config
 from model.errors import UserError
 from model.galaxy10 import NUM_CLASSES
+from model.transformer import Block, FourierFeatures, KVCache
 
 # --------------------------------------------------------------------------------------------------
 # Configuration
@@ -72,6 +75,8 @@ class PriorConfig(Config):
     condition_range: tuple[float, float] | None = None  # (lo, hi) mapped to [0, 1]; set from the training data
     condition_frequencies: int = 6  # F: Fourier frequencies 0.5 * 2^k cycles per range, k = 0..F-1
     condition_dropout: float = 0.1  # training-time probability of replacing a value by the null vector
+    condition_every_position: bool = False  # also add the class (+ condition) embedding to every input position
+    crop: int = 0  # model the central crop x crop codes only, the rest drawn from code frequencies; 0: the whole grid
     # training
     epochs: int = 30  # passes over the training sequences
     batch_size: int = 64  # sequences per optimiser step
@@ -95,6 +100,8 @@ class PriorConfig(Config):
         for name in ("dropout", "class_dropout", "condition_dropout"):
             if not 0.0 <= float(getattr(self, name)) < 1.0:
                 raise UserError("PriorConfig", f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0 <= int(self.crop) <= min(self.grid_h, self.grid_w):
+            raise UserError("PriorConfig", f"crop must be in 0..{min(self.grid_h, self.grid_w)}, got {self.crop}")
         if int(self.condition_frequencies) < 1:
             raise UserError("PriorConfig", f"condition_frequencies must be >= 1, got {self.condition_frequencies}")
         if self.condition_range is not None:
@@ -104,9 +111,14 @@ class PriorConfig(Config):
             self.condition_range = (lo, hi)
 
     @property
-    def seq_len(self) -> int:
-        """T: tokens per image."""
+    def grid_len(self) -> int:
+        """Codes per image: grid_h * grid_w (what the VQ-VAE encodes and decodes)."""
         return self.grid_h * self.grid_w
+
+    @property
+    def seq_len(self) -> int:
+        """T: tokens the transformer models per image: crop**2 with a crop, else the whole grid."""
+        return self.crop * self.crop if self.crop else self.grid_len
 
     @property
     def max_len(self) -> int:
@@ -155,135 +167,12 @@ PRESETS: dict[str, PriorConfig] = {
 }
 
 
-# --------------------------------------------------------------------------------------------------
-# Transformer
-
-
-class LayerCache:
-    """Preallocated keys and values of one attention layer: (B, H, P, E) each, filled as decoding goes."""
-
-    def __init__(self, max_len: int) -> None:
-        self.max_len = max_len
-        self.k: torch.Tensor | None = None
-        self.v: torch.Tensor | None = None
-
-    def update(self, k: torch.Tensor, v: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write (B, H, S, E) keys/values at positions start..start+S-1; return those of 0..start+S-1."""
-        B, H, S, E = k.shape
-        if self.k is None:  # allocate once, in the dtype the layer produces (bf16 under autocast)
-            self.k = k.new_empty(B, H, self.max_len, E)
-            self.v = v.new_empty(B, H, self.max_len, E)
-        end = start + S
-        if end > self.max_len:
-            raise ValueError(f"key/value cache holds {self.max_len} positions, asked for {end}")
-        self.k[:, :, start:end] = k
-        self.v[:, :, start:end] = v
-        return self.k[:, :, :end], self.v[:, :, :end]  # (B, H, start + S, E)
-
-
-class KVCache:
-    """Key/value caches of every layer, for decoding one new position per step."""
-
-    def __init__(self, layers: int, max_len: int) -> None:
-        self.layers = [LayerCache(max_len) for _ in range(layers)]
-
-
-class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with F.scaled_dot_product_attention and an optional KV cache."""
-
-    def __init__(self, config: PriorConfig) -> None:
-        super().__init__()
-        self.heads = config.heads
-        self.qkv = nn.Linear(config.dim, 3 * config.dim)
-        self.proj = nn.Linear(config.dim, config.dim)
-        self.attn_dropout = config.dropout
-        self.resid_dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor, cache: LayerCache | None = None, start: int = 0) -> torch.Tensor:
-        """x (B, S, D) at positions start..start+S-1 -> (B, S, D); attends to cached positions too."""
-        S = x.size(1)
-        q, k, v = rearrange(self.qkv(x), "b s (three h e) -> three b h s e", three=3, h=self.heads)
-        if cache is not None:
-            k, v = cache.update(k, v, start)  # (B, H, start + S, E)
-        elif start != 0:
-            raise ValueError("start > 0 needs a key/value cache")
-        mask = None
-        if start > 0 and S > 1:  # queries start..start+S-1 see keys 0..their own position
-            mask = torch.ones(S, start + S, dtype=torch.bool, device=x.device).tril(diagonal=start)
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            dropout_p=self.attn_dropout if self.training else 0.0,
-            is_causal=start == 0 and S > 1,  # a single new query may see every cached key
-        )  # (B, H, S, E)
-        y = rearrange(y, "b h s e -> b s (h e)")
-        return self.resid_dropout(self.proj(y))
-
-
-class MLP(nn.Module):
-    """Position-wise feed-forward: D -> 4D -> GELU -> D, dropout."""
-
-    def __init__(self, config: PriorConfig) -> None:
-        super().__init__()
-        self.fc = nn.Linear(config.dim, 4 * config.dim)
-        self.proj = nn.Linear(4 * config.dim, config.dim)
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, S, D) -> (B, S, D)."""
-        return self.dropout(self.proj(F.gelu(self.fc(x))))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(LN(x)), then x + mlp(LN(x))."""
-
-    def __init__(self, config: PriorConfig) -> None:
-        super().__init__()
-        self.ln1 = nn.LayerNorm(config.dim)
-        self.attn = CausalSelfAttention(config)
-        self.ln2 = nn.LayerNorm(config.dim)
-        self.mlp = MLP(config)
-
-    def forward(self, x: torch.Tensor, cache: LayerCache | None = None, start: int = 0) -> torch.Tensor:
-        """x (B, S, D) -> (B, S, D)."""
-        x = x + self.attn(self.ln1(x), cache, start)
-        return x + self.mlp(self.ln2(x))
-
-
-class FourierFeatures(nn.Module):
-    """Fourier-feature embedding of one number per row, (B,) -> (B, D), as the article proposes for physical properties.
-
-        u     = clamp((x - lo) / (hi - lo), 0, 1)          (lo, hi) = PriorConfig.condition_range
-        f_k   = 0.5 * 2^k,  k = 0 .. F-1                    log-spaced: octaves, from half a cycle over the range
-        phi   = [sin(2 pi f_k u) for k] ++ [cos(2 pi f_k u) for k]        (B, 2F)
-        embed = W phi + b                                   W (D, 2F), b (D,)
-
-    The lowest frequency makes cos(pi u) strictly decreasing on [0, 1], so phi (and, for a generic W, the
-    embedding) tells every normalised value apart; the higher octaves give the linear layer finer detail.
-    Values outside (lo, hi) are clamped to its ends (the range is robust percentiles of the training data).
-    """
-
-    def __init__(self, value_range: tuple[float, float], frequencies: int, dim: int) -> None:
-        super().__init__()
-        self.lo, self.hi = float(value_range[0]), float(value_range[1])
-        freqs = 0.5 * 2.0 ** torch.arange(frequencies, dtype=torch.float32)  # (F,)
-        self.register_buffer("freqs", freqs, persistent=False)  # derived from the config: not in the state_dict
-        self.proj = nn.Linear(2 * frequencies, dim)
-
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """(B,) values -> (B,) in [0, 1]."""
-        return ((x - self.lo) / (self.hi - self.lo)).clamp(0.0, 1.0)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B,) values -> phi (B, 2F): sines then cosines, lowest frequency first."""
-        angles = 2.0 * math.pi * self.normalise(x)[:, None] * self.freqs.to(x.dtype)  # (B, F)
-        return torch.cat([angles.sin(), angles.cos()], dim=-1)  # (B, 2F)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B,) values -> (B, D)."""
-        return self.proj(self.features(x))
+def centre_index(config: PriorConfig) -> torch.Tensor:
+    """(crop**2,) row-major positions of the central crop x crop codes in the grid_h x grid_w grid."""
+    c = config.crop
+    rows = torch.arange(c) + (config.grid_h - c) // 2
+    cols = torch.arange(c) + (config.grid_w - c) // 2
+    return (rows[:, None] * config.grid_w + cols[None, :]).reshape(-1)
 
 
 class ConditionalPrior(nn.Module):
@@ -302,7 +191,7 @@ class ConditionalPrior(nn.Module):
         self.class_emb = nn.Embedding(config.num_classes, D)
         self.null_class_emb = nn.Parameter(torch.zeros(1, 1, D))
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList([Block(config) for _ in range(config.layers)])
+        self.blocks = nn.ModuleList([Block(D, config.heads, config.dropout) for _ in range(config.layers)])
         self.ln_f = nn.LayerNorm(D)
         self.head = nn.Linear(D, config.vocab_size, bias=False)
         self.head.weight = self.token_emb.weight  # weight tying: one (K, D) matrix
@@ -311,6 +200,10 @@ class ConditionalPrior(nn.Module):
                 raise ValueError(f"condition {config.condition!r} needs condition_range (set from the training data)")
             self.condition_emb = FourierFeatures(config.condition_range, config.condition_frequencies, D)
             self.null_condition_emb = nn.Parameter(torch.zeros(1, 1, D))
+        if config.crop:  # only then: a whole-grid prior keeps its exact state_dict keys
+            self.register_buffer("centre", centre_index(config), persistent=False)  # (T,) positions in the grid
+            uniform = torch.full((config.grid_len, config.vocab_size), 1.0 / config.vocab_size)
+            self.register_buffer("code_freq", uniform)  # (grid_len, K): set by fit_border from training grids
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -348,6 +241,27 @@ class ConditionalPrior(nn.Module):
     def num_params(self) -> int:
         """Parameter count (the tied head counted once)."""
         return sum(p.numel() for p in self.parameters())
+
+    def fit_border(self, grids: torch.Tensor) -> None:
+        """Set the per-position code frequencies from training grids (N, grid_len) (a crop prior only)."""
+        counts = torch.zeros_like(self.code_freq)  # (grid_len, K)
+        counts.scatter_add_(1, grids.T.to(counts.device, torch.long), torch.ones_like(grids.T, dtype=counts.dtype))
+        self.code_freq.copy_(counts / counts.sum(1, keepdim=True).clamp_min(1.0))
+
+    def centre_tokens(self, grids: torch.Tensor) -> torch.Tensor:
+        """Whole grids (N, grid_len) -> the tokens the transformer models (N, T): the central crop, or all."""
+        return grids[:, self.centre] if self.config.crop else grids
+
+    def with_border(self, tokens: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Modelled tokens (N, T) -> whole grids (N, grid_len): a crop prior draws each border code from its
+        position's training frequencies (independently of the class); a whole-grid prior returns them as they are."""
+        if not self.config.crop:
+            return tokens
+        n = tokens.size(0)
+        grids = torch.multinomial(self.code_freq, n, replacement=True, generator=generator).T  # (N, grid_len)
+        grids = grids.contiguous()
+        grids[:, self.centre] = tokens.to(grids.device)
+        return grids
 
     def class_embedding(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
         """(B,) labels (num_classes = null) or None (all null) -> (B, 1, D); class dropout in train mode."""
@@ -393,6 +307,12 @@ class ConditionalPrior(nn.Module):
             return cls
         return cls + self.condition_embedding(condition_values, batch)
 
+    def conditioned(self, x: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        """Input embeddings x (B, S, D) after the class position, given its embedding start (B, 1, D): with
+        ``condition_every_position`` each position also gets the start embedding (a small prior need not carry
+        the class from the first position through every layer), else x unchanged."""
+        return x + start if self.config.condition_every_position else x
+
     def hidden(self, x: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
         """Input embeddings x (B, S, D) at positions start.. -> final-normed hidden states (B, S, D)."""
         S = x.size(1)
@@ -416,5 +336,5 @@ class ConditionalPrior(nn.Module):
         cls = self.start_embedding(labels, condition_values, B)  # (B, 1, D)
         sos = self.sos_token.expand(B, 1, -1)  # (B, 1, D)
         tok = self.token_emb(tokens[:, :-1])  # (B, T' - 1, D): the last token is never an input
-        h = self.hidden(torch.cat([cls, sos, tok], dim=1))  # (B, T' + 1, D)
+        h = self.hidden(torch.cat([cls, self.conditioned(torch.cat([sos, tok], dim=1), cls)], dim=1))  # (B, T'+1, D)
         return self.head(h[:, 1:])  # (B, T', K): class position skipped

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from model.errors import UserError
-from model.prior import ConditionalPrior, KVCache
+from model.prior import ConditionalPrior
+from model.transformer import KVCache
 from model.utils import evaluating, module_device, unit_to_uint8
 from model.vqvae import VQVAE
 
@@ -207,7 +208,7 @@ def generate(
     with evaluating(prior):
         cache = KVCache(prior.config.layers, prior.config.max_len)
         cls = prior.start_embedding(batch_labels, batch_values, B)  # (B, 1, D)
-        start = torch.cat([cls, prior.sos_token.expand(B, 1, -1)], dim=1)
+        start = torch.cat([cls, prior.conditioned(prior.sos_token.expand(B, 1, -1), cls)], dim=1)
         h = prior.hidden(start, 0, cache)[:, -1]  # (B, D) at SOS
         tokens = torch.empty(n, prior.seq_len, dtype=torch.long, device=device)
         for i in range(prior.seq_len):
@@ -221,7 +222,7 @@ def generate(
                 progress(i + 1)
             if i + 1 < prior.seq_len:
                 inp = nxt.repeat(2, 1) if guided else nxt  # (B, 1)
-                h = prior.hidden(prior.token_emb(inp), 2 + i, cache)[:, -1]  # (B, D)
+                h = prior.hidden(prior.conditioned(prior.token_emb(inp), cls), 2 + i, cache)[:, -1]  # (B, D)
     return tokens
 
 
@@ -286,7 +287,7 @@ def sample(
     temperatures = np.broadcast_to(np.asarray(per_row("temperature", temperature, len(labels))), labels.shape)
     device = prior.token_emb.weight.device
     generator = torch.Generator(device=device).manual_seed(seed)
-    tokens = np.zeros((len(labels), prior.seq_len), dtype=np.int64)
+    grids = np.zeros((len(labels), prior.config.grid_len), dtype=np.int64)
     steps_done = 0
     # conditional and unconditional requests are separate batches (a guided step needs both halves)
     for conditional in (True, False):
@@ -312,9 +313,9 @@ def sample(
                 generator=generator,
                 progress=step,
             )
-            tokens[chunk] = out.cpu().numpy()
+            grids[chunk] = prior.with_border(out, generator).cpu().numpy()  # a crop prior's border drawn here
             steps_done += prior.seq_len
-    return decode_tokens(vqvae, tokens, batch_size=batch_size)
+    return decode_tokens(vqvae, grids, batch_size=batch_size)
 
 
 @torch.no_grad()

@@ -147,8 +147,8 @@ def lr_at(step: int, total_steps: int, config: PriorConfig) -> float:
 def _check_split(name: str, tokens: np.ndarray, labels: np.ndarray, config: PriorConfig) -> None:
     """UserError naming the split when its tokens/labels do not fit the config."""
     tokens, labels = np.asarray(tokens), np.asarray(labels)
-    if tokens.ndim != 2 or tokens.shape[1] != config.seq_len:
-        raise UserError(name, f"tokens must be (N, {config.seq_len}), got {tokens.shape}")
+    if tokens.ndim != 2 or tokens.shape[1] != config.grid_len:
+        raise UserError(name, f"tokens must be (N, {config.grid_len}), got {tokens.shape}")
     if not np.issubdtype(tokens.dtype, np.integer):
         raise UserError(name, f"tokens must be integers, got {tokens.dtype}")
     if labels.shape != (tokens.shape[0],):
@@ -187,7 +187,9 @@ def train_prior(
     train_values: np.ndarray | None = None,
     val_values: np.ndarray | None = None,
 ) -> TrainResult:
-    """Train a ConditionalPrior on tokens (N, T) with labels (N,); ``hooks.end_epoch`` after each epoch.
+    """Train a ConditionalPrior on whole code grids (N, grid_h * grid_w) with labels (N,); ``hooks.end_epoch``
+    after each epoch. A prior with a ``crop`` learns the border's code frequencies from the training grids and
+    models the central crop (bits/token count those tokens).
 
     A config with a ``condition`` also needs its values (N,) per split (NaN: unknown); a missing
     ``condition_range`` is set from the training values (the returned model's config holds it).
@@ -208,16 +210,20 @@ def train_prior(
     device = pick_device(tc.device)
     seed_everything(tc.seed)
 
-    x_train = torch.from_numpy(np.asarray(train_tokens, dtype=np.int64)).to(device)  # (N, T)
+    x_train = torch.from_numpy(np.asarray(train_tokens, dtype=np.int64)).to(device)  # (N, grid_len)
     y_train = torch.from_numpy(np.asarray(train_labels, dtype=np.int64)).to(device)  # (N,)
     v_train = _values_tensor(train_values, device) if conditioned else None  # (N,) float32, NaN = unknown
     if has_val:
         x_val = torch.from_numpy(np.asarray(val_tokens, dtype=np.int64)).to(device)
         y_val = torch.from_numpy(np.asarray(val_labels, dtype=np.int64)).to(device)
         v_val = _values_tensor(val_values, device) if conditioned else None
-    unigram_bits = entropy_nats(code_counts(np.asarray(train_tokens), config.vocab_size)) / LN2
-
     model = ConditionalPrior(config).to(device)
+    if config.crop:
+        model.fit_border(x_train)
+        x_train = model.centre_tokens(x_train)  # (N, T)
+        if has_val:
+            x_val = model.centre_tokens(x_val)
+    unigram_bits = entropy_nats(code_counts(x_train.cpu().numpy(), config.vocab_size)) / LN2
     optimizer = configure_optimizer(model, tc)
     n = x_train.size(0)
     steps_per_epoch = max(n // tc.batch_size, 1)  # last partial batch dropped (full batches only)

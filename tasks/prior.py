@@ -65,7 +65,7 @@ def train_prior_run(
     x_train, y_train = np.asarray(tokens[train_idx]), data.labels[train_idx].astype(np.int64)
     x_val, y_val = np.asarray(tokens[val_idx]), data.labels[val_idx].astype(np.int64)
     v_train, v_val = (column[train_idx], column[val_idx]) if column is not None else (None, None)
-    scope = registry.tokenizer_scope(get_model_info(vqvae_uri).run_id, config.condition)
+    scope = registry.tokenizer_scope(get_model_info(vqvae_uri).run_id, config.condition, config.crop)
     run = TrainingRun(
         "prior",
         EXPERIMENT,

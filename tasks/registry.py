@@ -30,11 +30,13 @@ CHAMPION = "champion"
 TOKENIZER_TAG = "tokenizer"  # a sampler run's tag: what its bits/token count (tokenizer_scope)
 
 
-def tokenizer_scope(vqvae_run_id: str, condition: str | None) -> str:
-    """The ``tokenizer`` tag of a sampler: the MLflow run id of the VQ-VAE whose codes it models, and the numeric
-    condition when the prior has one. Validation bits/token compare only within one scope: another codebook's tokens
-    are other symbols, and a prior that also reads the redshift predicts them from more than the class."""
-    return vqvae_run_id if condition is None else f"{vqvae_run_id}+{condition}"
+def tokenizer_scope(vqvae_run_id: str, condition: str | None, crop: int = 0) -> str:
+    """The ``tokenizer`` tag of a sampler: the MLflow run id of the VQ-VAE whose codes it models, the numeric
+    condition when the prior has one, and the crop when it models only the central codes. Validation bits/token
+    compare only within one scope: another codebook's tokens are other symbols, a prior that also reads the
+    redshift predicts them from more than the class, and a crop prior counts other tokens (the galaxy's)."""
+    scope = vqvae_run_id if condition is None else f"{vqvae_run_id}+{condition}"
+    return f"{scope}@crop{crop}" if crop else scope
 
 
 PYFUNC_DIR = Path(__file__).with_name("pyfunc")

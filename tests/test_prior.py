@@ -6,7 +6,8 @@ import torch
 from model.checkpoint import load_model, save_checkpoint
 from model.config import from_preset
 from model.errors import UserError
-from model.prior import PRESETS, ConditionalPrior, KVCache, PriorConfig
+from model.prior import PRESETS, ConditionalPrior, PriorConfig
+from model.transformer import KVCache
 from tests.conftest import PRIOR_K, PRIOR_T, tiny_prior_config
 
 K, T = PRIOR_K, PRIOR_T

@@ -13,9 +13,10 @@ import torch
 from benchmarks.reference_sampler import reference_generate
 from model.checkpoint import load_model
 from model.errors import UserError
-from model.prior import ConditionalPrior, FourierFeatures, PriorConfig
+from model.prior import ConditionalPrior, PriorConfig
 from model.sampling import generate
 from model.train_prior import condition_range, read_condition_column, train_prior
+from model.transformer import FourierFeatures
 from tests.conftest import PRIOR_K as K
 from tests.conftest import PRIOR_T as T
 from tests.conftest import tiny_prior_config

@@ -33,8 +33,10 @@ def allowed_tokens(label: int, num_classes: int = 10) -> set[int]:
     return {2 * c, 2 * c + 1}
 
 
-def forcing_prior(vocab: int = 32, grid: int = 8, num_classes: int = 10, width: int = 64) -> ConditionalPrior:
-    """A prior whose every token is one of ``allowed_tokens(label)``, each about equally likely."""
+def forcing_prior(
+    vocab: int = 32, grid: int = 8, num_classes: int = 10, width: int = 64, crop: int = 0
+) -> ConditionalPrior:
+    """A prior whose every (modelled) token is one of ``allowed_tokens(label)``, each about equally likely."""
     assert 2 * num_classes + 2 <= vocab < width
     config = PriorConfig(
         vocab_size=vocab,
@@ -46,6 +48,7 @@ def forcing_prior(vocab: int = 32, grid: int = 8, num_classes: int = 10, width: 
         layers=1,
         dropout=0.0,
         class_dropout=0.0,
+        crop=crop,
     )
     prior = ConditionalPrior(config).eval()
     marker = width - 1  # only class embeddings have this dimension

@@ -75,7 +75,6 @@ class PriorConfig(Config):
     condition_range: tuple[float, float] | None = None  # (lo, hi) mapped to [0, 1]; set from the training data
     condition_frequencies: int = 6  # F: Fourier frequencies 0.5 * 2^k cycles per range, k = 0..F-1
     condition_dropout: float = 0.1  # training-time probability of replacing a value by the null vector
-    condition_every_position: bool = False  # also add the class (+ condition) embedding to every input position
     crop: int = 0  # model the central crop x crop codes only, the rest drawn from code frequencies; 0: the whole grid
     # training
     epochs: int = 30  # passes over the training sequences
@@ -307,12 +306,6 @@ class ConditionalPrior(nn.Module):
             return cls
         return cls + self.condition_embedding(condition_values, batch)
 
-    def conditioned(self, x: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
-        """Input embeddings x (B, S, D) after the class position, given its embedding start (B, 1, D): with
-        ``condition_every_position`` each position also gets the start embedding (a small prior need not carry
-        the class from the first position through every layer), else x unchanged."""
-        return x + start if self.config.condition_every_position else x
-
     def hidden(self, x: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
         """Input embeddings x (B, S, D) at positions start.. -> final-normed hidden states (B, S, D)."""
         S = x.size(1)
@@ -336,5 +329,5 @@ class ConditionalPrior(nn.Module):
         cls = self.start_embedding(labels, condition_values, B)  # (B, 1, D)
         sos = self.sos_token.expand(B, 1, -1)  # (B, 1, D)
         tok = self.token_emb(tokens[:, :-1])  # (B, T' - 1, D): the last token is never an input
-        h = self.hidden(torch.cat([cls, self.conditioned(torch.cat([sos, tok], dim=1), cls)], dim=1))  # (B, T'+1, D)
+        h = self.hidden(torch.cat([cls, sos, tok], dim=1))  # (B, T' + 1, D)
         return self.head(h[:, 1:])  # (B, T', K): class position skipped

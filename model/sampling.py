@@ -208,7 +208,7 @@ def generate(
     with evaluating(prior):
         cache = KVCache(prior.config.layers, prior.config.max_len)
         cls = prior.start_embedding(batch_labels, batch_values, B)  # (B, 1, D)
-        start = torch.cat([cls, prior.conditioned(prior.sos_token.expand(B, 1, -1), cls)], dim=1)
+        start = torch.cat([cls, prior.sos_token.expand(B, 1, -1)], dim=1)
         h = prior.hidden(start, 0, cache)[:, -1]  # (B, D) at SOS
         tokens = torch.empty(n, prior.seq_len, dtype=torch.long, device=device)
         for i in range(prior.seq_len):
@@ -222,7 +222,7 @@ def generate(
                 progress(i + 1)
             if i + 1 < prior.seq_len:
                 inp = nxt.repeat(2, 1) if guided else nxt  # (B, 1)
-                h = prior.hidden(prior.conditioned(prior.token_emb(inp), cls), 2 + i, cache)[:, -1]  # (B, D)
+                h = prior.hidden(prior.token_emb(inp), 2 + i, cache)[:, -1]  # (B, D)
     return tokens
 
 

@@ -105,21 +105,3 @@ def test_generate_restores_mode_and_reports_progress(model64):
     generate(model64, 2, [1, 10], cfg_scale=2.0, progress=seen.append)  # a list and the null id are accepted
     assert model64.training
     assert seen == list(range(1, T + 1))
-
-
-def test_condition_on_every_position_cached_equals_reference():
-    # the cached sampler must add the class embedding to each new input as the full forward does
-    from model.prior import ConditionalPrior
-    from tests.conftest import tiny_prior_config
-
-    torch.manual_seed(0)
-    model = ConditionalPrior(tiny_prior_config(condition_every_position=True)).double().eval()
-    greedy = lambda: dict(top_k=1)  # noqa: E731
-    seeded = lambda: dict(generator=torch.Generator().manual_seed(5))  # noqa: E731
-    for draw in (greedy, seeded):
-        for mode in MODES.values():
-            assert torch.equal(generate(model, 4, **mode, **draw()), reference_generate(model, 4, **mode, **draw()))
-    plain = ConditionalPrior(tiny_prior_config()).double().eval()
-    plain.load_state_dict(model.state_dict())  # same weights: the flag alone changes what the class does
-    tokens = torch.randint(0, plain.config.vocab_size, (4, T))
-    assert not torch.allclose(plain(tokens, LABELS), model(tokens, LABELS))

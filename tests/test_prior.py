@@ -110,7 +110,8 @@ def test_config_round_trip_and_presets():
         tiny_config(dim=30, heads=4)
     for name in PRESETS:
         mc = from_preset(PRESETS, name, vocab_size=512, grid_h=16, grid_w=16)
-        assert mc.vocab_size == 512 and mc.seq_len == 256
+        assert mc.vocab_size == 512 and mc.grid_len == 256
+        assert mc.seq_len == {"article": 256, "demo": 144}[name]  # the demo models the central 12 x 12 codes
         assert PriorConfig.from_dict(mc.to_dict()) == mc
     mc = from_preset(PRESETS, "article", vocab_size=1024, layers=2, epochs=1)
     assert (mc.dim, mc.heads, mc.layers, mc.epochs) == (256, 8, 2, 1)

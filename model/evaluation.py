@@ -223,8 +223,8 @@ def summary_rows(scores: Scores, cfg_values: Sequence[float], fd_cfg: float, cla
     """The evaluation table: one row per class and one for all classes (accuracies, then FDs)."""
     columns = {fd_name(fd_cfg): f"FD generated cfg {fd_cfg:g}", FLOOR: "FD floor (real)", CEILING: "FD ceiling (recon)"}
 
-    def cell(v: float) -> float | str:
-        return v if np.isfinite(v) else "n/a"
+    def cell(v: float, spec: str = ".2f") -> str:  # as the all-classes row writes them
+        return format(float(v), spec) if np.isfinite(v) else "n/a"
 
     rows = []
     for c, name in enumerate(class_names):
@@ -233,7 +233,7 @@ def summary_rows(scores: Scores, cfg_values: Sequence[float], fd_cfg: float, cla
             {f"acc cfg {cfg_tag(cfg)}": cell(scores.accuracy_per_class[j, c]) for j, cfg in enumerate(cfg_values)}
         )
         row.update({"acc real": cell(scores.real_accuracy[0][c]), "acc recon": cell(scores.recon_accuracy[0][c])})
-        row.update({columns[n]: cell(v[c]) for n, v in scores.fd_per_class.items()})
+        row.update({columns[n]: cell(v[c], ".3g") for n, v in scores.fd_per_class.items()})
         rows.append(row)
     m = scores.metrics
     total: dict = {"class": "all (class-balanced) [95% interval]"}

@@ -131,3 +131,13 @@ def test_score_compares_like_with_like():
         assert m[f"{name}_lo"] - 1e-9 <= m[name] <= m[f"{name}_hi"] + 1e-9, name
     assert m[acc_name(3.0)] == pytest.approx(0.5, abs=0.08) and m[RECON_ACC] == pytest.approx(0.6, abs=0.08)
     assert m["real_test_balanced_acc"] == pytest.approx(0.8, abs=0.08)
+    # the summary table writes each class's numbers as the all-classes row does: accuracies .2f, FDs .3g
+    from model.evaluation import summary_rows
+
+    rows = summary_rows(s, [1.0, 3.0], 3.0, CLASS_NAMES)
+    first, total = rows[0], rows[-1]
+    assert first["acc cfg 3"] == f"{s.accuracy_per_class[1, 0]:.2f}" and total["acc cfg 3"].startswith(
+        f"{m[acc_name(3.0)]:.2f} ["
+    )
+    assert first["acc real"] == f"{s.real_accuracy[0][0]:.2f}"
+    assert first["FD floor (real)"] == f"{s.fd_per_class[FLOOR][0]:.3g}"

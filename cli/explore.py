@@ -11,6 +11,8 @@ import typer
 from cli.common import parse_classes, user_errors
 from model.errors import UserError
 
+TOP_P = 0.9  # model.sampling.DEFAULT_TOP_P (not imported here: it pulls in torch before the arguments are checked)
+
 
 @user_errors
 def atlas_cmd(
@@ -65,7 +67,7 @@ def sample_cmd(
     cfg: float = typer.Option(3.0, "--cfg", help="Classifier-free guidance scale (0-100; 1 = purely conditional)."),
     temperature: float = typer.Option(1.0, "--temperature", help="Softmax temperature (0 < T <= 10)."),
     top_k: int = typer.Option(0, "--top-k", help="Keep the k most likely codes (0 = off)."),
-    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass in (0, 1] (1 = off)."),
+    top_p: float = typer.Option(TOP_P, "--top-p", help="Nucleus sampling mass in (0, 1] (1 = off)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     redshift: Optional[str] = typer.Option(
         None, "--redshift", help="Comma-separated redshifts (prior trained with --condition redshift): class x z grid."

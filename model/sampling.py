@@ -30,6 +30,12 @@ from model.utils import evaluating, module_device, unit_to_uint8
 from model.vqvae import VQVAE
 
 UNCONDITIONAL = -1  # a label meaning "no class" (the prior's null class)
+#: Nucleus mass of ``sample`` (the CLI, the registered sampler, the flow's grids and evaluation) unless asked
+#: otherwise: cutting each step's least likely codes (the last 10 % of the mass) stops the rare wrong codes that
+#: plain sampling draws now and then, and that the next steps build on. Issue 12, the demo sampler of
+#: ``6dfcdeb`` judged by its judge: cfg-3 balanced accuracy 0.614 [0.578, 0.644] vs 0.530 [0.498, 0.562] at 1.0,
+#: and FD to the test split 17.9 vs 20.8 (closer to the real images, not just surer). ``generate`` keeps 1.0.
+DEFAULT_TOP_P = 0.9
 
 
 # --------------------------------------------------------------------------------------------------
@@ -259,7 +265,7 @@ def sample(
     cfg_scale: float | Sequence[float] | np.ndarray = 3.0,
     temperature: float | Sequence[float] | np.ndarray = 1.0,
     top_k: int = 0,
-    top_p: float = 1.0,
+    top_p: float = DEFAULT_TOP_P,
     seed: int = 0,
     batch_size: int = 256,
     progress: Callable[[int], None] | None = None,
@@ -269,8 +275,8 @@ def sample(
     ``condition_values`` gives each row a value of the prior's condition (NaN: none); a row with a
     class or a value is guided, a row with neither is unconditional. ``cfg_scale`` and ``temperature`` are
     one value or one per entry of ``labels`` (a grid of settings in one pass: every step costs about the same
-    for 20 rows as for 200). ``progress(k)`` is called with the number of token steps done so far, summed
-    over batches.
+    for 20 rows as for 200). ``top_p`` defaults to ``DEFAULT_TOP_P`` (1 samples the prior's distribution as it
+    is). ``progress(k)`` is called with the number of token steps done so far, summed over batches.
     """
     check_compatible(prior, vqvae)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)

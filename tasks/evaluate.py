@@ -50,7 +50,7 @@ from model.plotting.evaluation import accuracy_curve_figure, confusion_figure, f
 from model.plotting.grids import metrics_table_figure
 from model.plotting.redshift import redshift_recovery_figure
 from model.redshift import RedshiftRegressor, requested_redshifts, rho_by_class
-from model.sampling import sample
+from model.sampling import DEFAULT_TOP_P, sample
 from model.train_vqvae import reconstruct_images
 from model.utils import pick_device
 from tasks import registry, tracking
@@ -66,7 +66,9 @@ PER_CLASS = 50  # generated images per class and cfg_scale
 Z_PER_CLASS = 20  # images per class asked for a redshift (a prior conditioned on it), and as many without one
 
 
-def check_settings(per_class: int, cfg_values: Sequence[float], fd_cfg: float) -> list[float]:
+def check_settings(
+    per_class: int, cfg_values: Sequence[float], fd_cfg: float, top_p: float = DEFAULT_TOP_P
+) -> list[float]:
     """The cfg values as floats; a UserError for settings no evaluation can use."""
     if per_class < 2:
         raise UserError("--per-class", f"{per_class} is too few: a Fréchet distance needs at least 2 images per class")
@@ -75,6 +77,8 @@ def check_settings(per_class: int, cfg_values: Sequence[float], fd_cfg: float) -
         raise UserError("cfg_values", f"{cfg_values} must be a non-empty list of values in 0-100")
     if not 0 <= fd_cfg <= 100:
         raise UserError("fd_cfg", f"{fd_cfg} is outside 0-100")
+    if not 0 < top_p <= 1:
+        raise UserError("--top-p", f"{top_p} is outside (0, 1]")
     return cfg_values
 
 
@@ -86,14 +90,16 @@ def evaluate_run(
     cfg_values: Sequence[float] = CFG_VALUES,
     per_class: int = PER_CLASS,
     fd_cfg: float = FD_CFG,
+    top_p: float = DEFAULT_TOP_P,
     limit: int | None = None,
     seed: int = 0,
     replicates: int = REPLICATES,
 ) -> dict[str, Any]:
-    """Judge a sampler's class-conditional samples against real images.
+    """Judge a sampler's class-conditional samples (drawn at nucleus mass ``top_p``, the sampler's default)
+    against real images.
 
     Returns {run_id, metrics (headline numbers with _lo / _hi), all_metrics, notes, summary, promoted}."""
-    cfg_values = check_settings(per_class, cfg_values, fd_cfg)
+    cfg_values = check_settings(per_class, cfg_values, fd_cfg, top_p)
     tracking.setup()
     data = load_prepared(data_dir)
     prior, vqvae = registry.load_sampler(sampler_uri)
@@ -134,6 +140,7 @@ def evaluate_run(
                 "data_key": data.key,
                 "cfg_values": ",".join(map(cfg_tag, cfg_values)),
                 "fd_cfg": cfg_tag(fd_cfg),
+                "top_p": top_p,
                 "per_class": per_class,
                 "limit": limit,
                 "seed": seed,
@@ -160,7 +167,8 @@ def evaluate_run(
         with bar(total=len(sweep) * steps, desc="sampling for evaluation", unit="tok") as pbar:
             for i, cfg in enumerate(sweep):
                 progress = lambda n, base=i * steps: pbar.update(base + n - pbar.n)  # noqa: E731
-                samples = sample(prior, vqvae, requested, cfg_scale=cfg, seed=seed, progress=progress).images
+                samples = sample(prior, vqvae, requested, cfg_scale=cfg, top_p=top_p, seed=seed, progress=progress)
+                samples = samples.images
                 generated[cfg] = judged(samples, requested)
                 class_only = samples if cfg == fd_cfg else class_only
                 tracking.log_array(generated[cfg].probs.argmax(1), f"evaluate/predictions_cfg{cfg_tag(cfg)}.npy")
@@ -170,11 +178,11 @@ def evaluate_run(
         if prior.config.condition == "redshift":
             tests = (test_x, test_y)
             scores.metrics.update(
-                redshift_evaluation(prior, vqvae, data, limit, tests, class_only, per_class, fd_cfg, seed)
+                redshift_evaluation(prior, vqvae, data, limit, tests, class_only, per_class, fd_cfg, top_p, seed)
             )
         mlflow.log_metrics({key: v for key, v in scores.metrics.items() if np.isfinite(v)})
-        log_figures(scores, test, recon_test, generated[fd_cfg], cfg_values, fd_cfg, names)
-        summary = summary_text(scores.metrics, cfg_values, fd_cfg, k)
+        log_figures(scores, test, recon_test, generated[fd_cfg], cfg_values, fd_cfg, top_p, names)
+        summary = f"samples at top-p {top_p:g}: " + summary_text(scores.metrics, cfg_values, fd_cfg, k)
         if "z_rho_real_test" in scores.metrics:
             summary += "\n" + redshift_summary(scores.metrics, fd_cfg)
         as_json = {key: (v if math.isfinite(v) else None) for key, v in scores.metrics.items()}  # NaN is not JSON
@@ -219,6 +227,7 @@ def redshift_evaluation(
     class_only: np.ndarray,
     per_class: int,
     fd_cfg: float,
+    top_p: float,
     seed: int,
 ) -> dict[str, float]:
     """Do samples asked for a redshift look it? Spearman rho between the redshift asked for and the one a regressor
@@ -233,7 +242,7 @@ def redshift_evaluation(
     lo, hi = prior.config.condition_range
     asked = np.clip(requested_redshifts(data.redshift[train_rows], data.labels[train_rows], classes, n, seed), lo, hi)
     labels = np.repeat(np.arange(k), n)  # (k * n,)
-    images = sample(prior, vqvae, labels, condition_values=asked, cfg_scale=fd_cfg, seed=seed + 1).images
+    images = sample(prior, vqvae, labels, condition_values=asked, cfg_scale=fd_cfg, top_p=top_p, seed=seed + 1).images
     floor_rows = (np.arange(k)[:, None] * per_class + np.arange(n)[None, :]).ravel()  # first n of each class
     parts = {
         f"z_rho_cfg{cfg_tag(fd_cfg)}": (f"samples asked for (class, z), cfg {fd_cfg:g}", asked, images, labels),
@@ -261,6 +270,7 @@ def log_figures(
     generated: Verdicts,
     cfg_values: Sequence[float],
     fd_cfg: float,
+    top_p: float,
     names: Sequence[str],
 ) -> None:
     """The evaluation's figures and arrays under evaluate/ in the active run."""
@@ -280,7 +290,7 @@ def log_figures(
     )
     tracking.log_figure(curve, "evaluate/class_accuracy_vs_cfg.png")
     confusion = classification_report(generated.labels, generated.probs.argmax(1), k)["confusion"]
-    title = f"Judge verdicts on samples (cfg {fd_cfg:g}), rows: requested class"
+    title = f"Judge verdicts on samples (cfg {fd_cfg:g}, top-p {top_p:g}), rows: requested class"
     tracking.log_figure(confusion_figure(confusion, names, title), f"evaluate/confusion_cfg{cfg_tag(fd_cfg)}.png")
     confusion = classification_report(recon.labels, recon.probs.argmax(1), k)["confusion"]
     title = "Judge verdicts on VQ-VAE reconstructions of the test split"
@@ -316,8 +326,11 @@ def evaluate_task(
     limit: int | None = None,
     seed: int = 0,
     per_class: int = PER_CLASS,
+    top_p: float = DEFAULT_TOP_P,
 ) -> dict:
     """Judge a registered sampler (balanced accuracy vs cfg, Fréchet distances, intervals); returns {run_id, metrics,
     summary, promoted}."""
-    result = evaluate_run(sampler_uri, data_dir, judge_uri=judge_uri, per_class=per_class, limit=limit, seed=seed)
+    result = evaluate_run(
+        sampler_uri, data_dir, judge_uri=judge_uri, per_class=per_class, top_p=top_p, limit=limit, seed=seed
+    )
     return {key: result[key] for key in ("run_id", "metrics", "summary", "promoted")}

@@ -28,6 +28,7 @@ SAMPLER_MODEL = "galaxy-sampler"
 JUDGE_MODEL = "galaxy-judge"
 CHAMPION = "champion"
 TOKENIZER_TAG = "tokenizer"  # a sampler run's tag: what its bits/token count (tokenizer_scope)
+SAMPLER_TOP_P = 0.9  # the signature's top_p default: model.sampling.DEFAULT_TOP_P (registry stays free of torch)
 
 
 def tokenizer_scope(vqvae_run_id: str, condition: str | None, crop: int = 0) -> str:
@@ -77,7 +78,7 @@ def sampler_signature() -> ModelSignature:
                 ParamSpec("cfg_scale", "double", 3.0),
                 ParamSpec("temperature", "double", 1.0),
                 ParamSpec("top_k", "long", 0),
-                ParamSpec("top_p", "double", 1.0),
+                ParamSpec("top_p", "double", SAMPLER_TOP_P),
                 ParamSpec("seed", "long", 0),
                 ParamSpec("redshift", "double", [], shape=(-1,)),  # [] none, [z] every row, or one per label
             ]

@@ -3,6 +3,8 @@
 Unconditional; per class at cfg 1, 3, 9, 100; top-k 5; top-p 0.8; a temperature sweep; t-SNE of
 generated latents coloured by the requested class. A prior conditioned on a numeric property (redshift)
 adds a class x value grid: 4 values spanning its trained range, every class and a row with the value alone.
+Grids without a top-k or top-p of their own are drawn at the sampler's default nucleus mass
+(``model.sampling.DEFAULT_TOP_P``, what the evaluation scores), named in their titles.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from model.embedding import embed_tsne
 from model.galaxy10 import CLASS_NAMES, NUM_CLASSES
 from model.plotting.atlas import atlas_figure
 from model.plotting.grids import labelled_grid_figure
-from model.sampling import sample
+from model.sampling import DEFAULT_TOP_P, sample
 from model.utils import pick_device
 from tasks import registry, tracking
 from tasks.progress import bar
@@ -47,7 +49,10 @@ def condition_grid(prior, vqvae, seed: int):
     names = [f"{c}: {n}" for c, n in enumerate(CLASS_NAMES)] + [f"any class ({name} only)"]
     short = "z" if name == "redshift" else name
     cols = [f"{short} = {v:.3g}" if j == 0 else "" for v in values for j in range(PER_CELL)]
-    title = f"Class x {name} (cfg_scale 3; last row guided on {name} alone), trained range [{lo:.3g}, {hi:.3g}]"
+    title = (
+        f"Class x {name} (cfg_scale 3, top-p {DEFAULT_TOP_P:g}; last row guided on {name} alone), "
+        f"trained range [{lo:.3g}, {hi:.3g}]"
+    )
     return labelled_grid_figure(rows, names, title, col_labels=cols)
 
 
@@ -66,7 +71,8 @@ def log_sampling_grids(run_id: str, sampler_uri: str, seed: int = 0) -> None:
 
     with mlflow.start_run(run_id=run_id), bar(total=None, desc="sampling grids", unit="grid") as pbar:
         s = sample(prior, vqvae, [-1] * 16, seed=seed)
-        figure = labelled_grid_figure([s.images[:8], s.images[8:]], ["", ""], "Unconditional samples")
+        title = f"Unconditional samples (top-p {DEFAULT_TOP_P:g})"
+        figure = labelled_grid_figure([s.images[:8], s.images[8:]], ["", ""], title)
         tracking.log_figure(figure, "samples/unconditional.png")
         pbar.update()
         # every grid of one kind in one pass (a step costs about the same for 60 rows as for 240)
@@ -74,12 +80,12 @@ def log_sampling_grids(run_id: str, sampler_uri: str, seed: int = 0) -> None:
             prior, vqvae, np.tile(per_class, len(GRID_CFG)), cfg_scale=np.repeat(GRID_CFG, len(per_class)), seed=seed
         )
         for cfg, images in zip(GRID_CFG, np.split(s.images, len(GRID_CFG))):
-            title = f"Conditional samples, cfg_scale {cfg:g}"
+            title = f"Conditional samples, cfg_scale {cfg:g}, top-p {DEFAULT_TOP_P:g}"
             tracking.log_figure(
                 labelled_grid_figure(class_rows(images, PER_CLASS), names, title), f"samples/cfg_{cfg:g}.png"
             )
             pbar.update()
-        by_class({"cfg_scale": 3.0, "top_k": 5}, "Top-k 5 (cfg_scale 3)", "samples/top_k_5.png")
+        by_class({"cfg_scale": 3.0, "top_k": 5, "top_p": 1.0}, "Top-k 5 (cfg_scale 3)", "samples/top_k_5.png")
         by_class({"cfg_scale": 3.0, "top_p": 0.8}, "Top-p 0.8 (cfg_scale 3)", "samples/top_p_0.8.png")
         pbar.update(2)
         classes = np.arange(NUM_CLASSES)
@@ -89,14 +95,15 @@ def log_sampling_grids(run_id: str, sampler_uri: str, seed: int = 0) -> None:
         )
         rows = np.split(s.images, len(GRID_TEMPERATURES))
         labels = [f"T = {t:g}" for t in GRID_TEMPERATURES]
-        figure = labelled_grid_figure(rows, labels, "Temperature sweep (cfg_scale 3)", col_labels=list(CLASS_NAMES))
+        title = f"Temperature sweep (cfg_scale 3, top-p {DEFAULT_TOP_P:g})"
+        figure = labelled_grid_figure(rows, labels, title, col_labels=list(CLASS_NAMES))
         tracking.log_figure(figure, "samples/temperature_sweep.png")
         pbar.update()
         requested = np.repeat(classes, TSNE_PER_CLASS)
         s = sample(prior, vqvae, requested, cfg_scale=3.0, seed=seed + 1)
         perplexity = min(50.0, (len(requested) - 1) / 3)
         embedding = embed_tsne(s.latents.reshape(len(s.latents), -1), perplexity=perplexity, seed=seed)
-        title = "t-SNE of generated latents, coloured by requested class (cfg_scale 3)"
+        title = f"t-SNE of generated latents, coloured by requested class (cfg_scale 3, top-p {DEFAULT_TOP_P:g})"
         tracking.log_figure(atlas_figure(embedding, requested, CLASS_NAMES, title), "samples/tsne_generated.png")
         pbar.update()
         if prior.config.condition is not None:

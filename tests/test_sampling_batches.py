@@ -14,7 +14,7 @@ import torch
 
 from model.errors import UserError
 from model.prior import ConditionalPrior, PriorConfig
-from model.sampling import decode_tokens, generate, sample
+from model.sampling import DEFAULT_TOP_P, decode_tokens, generate, sample
 from model.utils import unit_to_uint8
 from model.vqvae import VQVAE, VQVAEConfig
 
@@ -103,6 +103,37 @@ def test_mixed_requests_come_back_in_order_with_their_own_class():
     # guidance 0 is the unconditional model: every row draws from the null class's tokens
     uncond = sample(prior, vqvae, labels, cfg_scale=0.0, seed=1, batch_size=4)
     assert set(uncond.indices.ravel().tolist()) <= allowed_tokens(-1)
+
+
+def test_sample_draws_from_the_nucleus_unless_told_otherwise():
+    """``sample`` cuts every step to the default nucleus (what the CLI, the registered sampler and the evaluation
+    use); top_p=1 draws from the whole distribution. A random prior spreads its mass over all 32 codes, so the
+    cut changes the draws."""
+    vqvae = tiny_vqvae()
+    torch.manual_seed(0)
+    config = PriorConfig(vocab_size=32, grid_h=8, grid_w=8, dim=16, heads=2, layers=1, dropout=0.0)
+    prior = ConditionalPrior(config).eval()
+    labels = [0, 1, 2, -1]
+    default = sample(prior, vqvae, labels, seed=0).indices
+    np.testing.assert_array_equal(default, sample(prior, vqvae, labels, seed=0, top_p=DEFAULT_TOP_P).indices)
+    assert (default != sample(prior, vqvae, labels, seed=0, top_p=1.0).indices).any()
+    assert 0 < DEFAULT_TOP_P < 1
+
+
+def test_the_default_top_p_is_the_same_everywhere():
+    """The light modules (CLI, registry) repeat the number rather than import torch: they must agree."""
+    import inspect
+
+    from cli import evaluate as cli_evaluate
+    from cli import explore
+    from tasks import registry
+    from tasks.evaluate import evaluate_run
+    from tasks.pyfunc.sampler_model import SamplerModel
+
+    assert explore.TOP_P == cli_evaluate.TOP_P == registry.SAMPLER_TOP_P == DEFAULT_TOP_P
+    assert {p.name: p.default for p in registry.sampler_signature().params}["top_p"] == DEFAULT_TOP_P
+    for function in (SamplerModel.generate, evaluate_run):
+        assert inspect.signature(function).parameters["top_p"].default == DEFAULT_TOP_P, function
 
 
 def test_incompatible_models_and_bad_labels_are_refused():

@@ -17,6 +17,7 @@ from model import metrics as J
 from model.data import load_prepared, prepare
 from model.evaluation import headline_names
 from model.galaxy10 import CLASS_NAMES
+from model.sampling import DEFAULT_TOP_P
 from model.metrics import balanced_frechet, per_class_frechet
 from tasks import faults
 from tasks.evaluate import evaluate_run, redshift_names
@@ -129,6 +130,7 @@ def test_evaluate_run_and_commands(mlflow_store, tiny_data):
     assert (
         run.data.tags["sampler_uri"] == pr.model_uri and run.data.tags["judge_uri"] == "models:/galaxy-judge@champion"
     )
+    assert run.data.params["top_p"] == str(DEFAULT_TOP_P) and result["summary"].startswith("samples at top-p 0.9:")
     headline = headline_names([1.0, 3.0, 9.0], 3.0) + redshift_names(3.0)  # the prior is conditioned on redshift
     assert "cond_balanced_acc_cfg3" in headline and "fd_ceiling_recon_vs_test" in headline
     assert set(result["metrics"]) == {f"{n}{end}" for n in headline for end in ("", "_lo", "_hi")}
@@ -205,9 +207,12 @@ def test_evaluate_run_and_commands(mlflow_store, tiny_data):
     assert "evaluate/notes.txt" in artifact_names(run.info.run_id, "evaluate")
 
     ok = runner.invoke(
-        cli(), ["evaluate", "--model", pr.model_uri, "--data", str(tiny_data), "--per-class", "2", "--cfg", "1,3"]
+        cli(),
+        ["evaluate", "--model", pr.model_uri, "--data", str(tiny_data), "--per-class", "2", "--cfg", "1,3", "--top-p", "1"],
     )
     assert ok.exit_code == 0, ok.output
+    latest = mlflow.search_runs(experiment_names=["galaxy-evaluate"], order_by=["start_time DESC"]).iloc[0]
+    assert latest["params.top_p"] == "1.0" and "samples at top-p 1:" in ok.stdout
     assert "class-conditional balanced accuracy: cfg 1" in ok.stdout and "floor real" in ok.stdout
     assert "ceiling recon" in ok.stdout and "generated / ceiling" in ok.stdout
     cases = [
@@ -217,6 +222,7 @@ def test_evaluate_run_and_commands(mlflow_store, tiny_data):
         (["--judge", "models:/galaxy-judge@nothing"], "models:/galaxy-judge@nothing: no such model"),
         (["--judge", pr.model_uri], "is not a galaxy-judge model"),
         (["--cfg", "3,x"], "--cfg: '3,x' is not a comma-separated list"),
+        (["--top-p", "0"], "--top-p: 0.0 is outside (0, 1]"),
     ]
     for extra, needle in cases:
         proc = runner.invoke(

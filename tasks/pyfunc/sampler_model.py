@@ -19,7 +19,7 @@ import numpy as np
 from model.checkpoint import load_model
 from model.errors import UserError
 from model.prior import ConditionalPrior
-from model.sampling import Samples, check_sampling_args, sample
+from model.sampling import DEFAULT_TOP_P, Samples, check_sampling_args, sample
 from model.utils import pick_device
 from model.vqvae import VQVAE
 
@@ -57,7 +57,7 @@ class SamplerModel(mlflow.pyfunc.PythonModel):
         cfg_scale=3.0,
         temperature=1.0,
         top_k=0,
-        top_p=1.0,
+        top_p=DEFAULT_TOP_P,
         seed=0,
         redshift=None,
         progress=None,

@@ -287,6 +287,7 @@ def log_figures(
         band(REAL_ACC),
         band(RECON_ACC),
         names,
+        top_p,
     )
     tracking.log_figure(curve, "evaluate/class_accuracy_vs_cfg.png")
     confusion = classification_report(generated.labels, generated.probs.argmax(1), k)["confusion"]

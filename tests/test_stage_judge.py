@@ -17,8 +17,8 @@ from model import metrics as J
 from model.data import load_prepared, prepare
 from model.evaluation import headline_names
 from model.galaxy10 import CLASS_NAMES
-from model.sampling import DEFAULT_TOP_P
 from model.metrics import balanced_frechet, per_class_frechet
+from model.sampling import DEFAULT_TOP_P
 from tasks import faults
 from tasks.evaluate import evaluate_run, redshift_names
 from tasks.judge import score_real, slug, train_judge_run
@@ -208,7 +208,8 @@ def test_evaluate_run_and_commands(mlflow_store, tiny_data):
 
     ok = runner.invoke(
         cli(),
-        ["evaluate", "--model", pr.model_uri, "--data", str(tiny_data), "--per-class", "2", "--cfg", "1,3", "--top-p", "1"],
+        ["evaluate", "--model", pr.model_uri, "--data", str(tiny_data), "--per-class", "2", "--cfg", "1,3"]
+        + ["--top-p", "1"],
     )
     assert ok.exit_code == 0, ok.output
     latest = mlflow.search_runs(experiment_names=["galaxy-evaluate"], order_by=["start_time DESC"]).iloc[0]

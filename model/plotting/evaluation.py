@@ -169,15 +169,16 @@ def accuracy_curve_figure(
     real: tuple[float, float, float],
     recon: tuple[float, float, float],
     class_names: Sequence[str],
+    top_p: float = 1.0,
 ) -> Figure:
     """The class-balanced accuracy-vs-cfg curve with its 95 % intervals, beside the judge on real test images and on
-    their reconstructions (value, lo, hi each: a line and a band)."""
+    their reconstructions (value, lo, hi each: a line and a band); the title names the samples' top-p."""
     fig = class_accuracy_curve_figure(
         cfg_values,
         per_class,
         overall,
         class_names,
-        title="Class-conditional balanced accuracy: samples judged as the class they were asked for",
+        title=f"Class-conditional balanced accuracy: samples (top-p {top_p:g}) judged as the class they were asked for",
     )
     ax = fig.axes[0]
     bounds = np.asarray(overall_intervals, dtype=np.float64).reshape(-1, 2)  # (n_cfg, 2)

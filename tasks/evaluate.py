@@ -200,9 +200,10 @@ def evaluate_run(
     names = headline_names(cfg_values, fd_cfg) + [n for n in redshift_names(fd_cfg) if n in scores.metrics]
     keys = [name for n in names for name in (n, f"{n}_lo", f"{n}_hi")]
     headline = {key: scores.metrics[key] for key in keys}
-    registry.record_sample_scores(sampler_uri, {f"eval_{k}": v for k, v in headline.items() if math.isfinite(v)})
+    recorded = {f"eval_{k}": v for k, v in headline.items() if math.isfinite(v)}
+    registry.record_sample_scores(sampler_uri, {**recorded, registry.EVAL_TOP_P: top_p})
     by = acc_name(fd_cfg)
-    promoted = registry.promote_sampler_by_samples(sampler_uri, f"eval_{by}", scores.metrics[by])
+    promoted = registry.promote_sampler_by_samples(sampler_uri, f"eval_{by}", scores.metrics[by], top_p)
     return {
         "run_id": active.info.run_id,
         "metrics": headline,

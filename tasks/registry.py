@@ -29,6 +29,7 @@ JUDGE_MODEL = "galaxy-judge"
 CHAMPION = "champion"
 TOKENIZER_TAG = "tokenizer"  # a sampler run's tag: what its bits/token count (tokenizer_scope)
 SAMPLER_TOP_P = 0.9  # the signature's top_p default: model.sampling.DEFAULT_TOP_P (registry stays free of torch)
+EVAL_TOP_P = "eval_top_p"  # on a sampler's run beside its evaluation scores: the top-p its samples were drawn at
 
 
 def tokenizer_scope(vqvae_run_id: str, condition: str | None, crop: int = 0) -> str:
@@ -224,17 +225,23 @@ def model_version(uri: str):
 
 def record_sample_scores(sampler_uri: str, metrics: dict[str, float]) -> None:
     """Write an evaluation's headline numbers on the registered sampler's run, where champion comparisons read them
-    (nothing for a sampler that is not registered)."""
+    (nothing for a sampler that is not registered). Each evaluation is one step after the last, so the latest
+    one is what the run shows (MLflow breaks ties of step and timestamp by the larger value)."""
     version = model_version(sampler_uri)
-    if version is not None:
-        batch = [mlflow.entities.Metric(k, v, 0, 0) for k, v in metrics.items()]
-        mlflow.MlflowClient().log_batch(version.run_id, metrics=batch)
+    if version is not None and metrics:
+        client = mlflow.MlflowClient()
+        past = [m.step for key in metrics for m in client.get_metric_history(version.run_id, key)]
+        step = max(past, default=-1) + 1
+        batch = [mlflow.entities.Metric(k, v, 0, step) for k, v in metrics.items()]
+        client.log_batch(version.run_id, metrics=batch)
 
 
-def promote_sampler_by_samples(sampler_uri: str, metric: str, value: float) -> bool:
+def promote_sampler_by_samples(sampler_uri: str, metric: str, value: float, top_p: float = SAMPLER_TOP_P) -> bool:
     """After an evaluation: a sampler on another tokenizer than the champion's takes the alias when the judge rates
-    its samples higher on ``metric`` (or the champion has never been evaluated). Within one tokenizer validation
-    bits/token decide at registration, so nothing changes here. True when the alias moved."""
+    its samples higher on ``metric`` (or the champion has never been evaluated). Scores of samples drawn at another
+    top-p than the champion's last evaluation (``eval_top_p``; none recorded: 1, the default before it was
+    recorded) are not compared: the champion stays. Within one tokenizer validation bits/token decide at
+    registration, so nothing changes here. True when the alias moved."""
     client = mlflow.MlflowClient()
     version = model_version(sampler_uri)
     champion = _champion_run(client, SAMPLER_MODEL)
@@ -243,7 +250,10 @@ def promote_sampler_by_samples(sampler_uri: str, metric: str, value: float) -> b
     tokenizer = client.get_run(version.run_id).data.tags.get(TOKENIZER_TAG)
     if tokenizer is not None and champion.data.tags.get(TOKENIZER_TAG) == tokenizer:
         return False
-    if not is_better(value, champion.data.metrics.get(metric), higher_is_better=True):
+    held = champion.data.metrics.get(metric)
+    if held is not None and champion.data.metrics.get(EVAL_TOP_P, 1.0) != top_p:
+        return False
+    if not is_better(value, held, higher_is_better=True):
         return False
     client.set_registered_model_alias(SAMPLER_MODEL, CHAMPION, version.version)
     return True

@@ -97,16 +97,24 @@ def test_sampler_on_another_tokenizer_waits_for_the_evaluation(mlflow_store):
     assert champion("galaxy-sampler") == v1
     uri = {v: f"models:/galaxy-sampler/{v}" for v in (v1, v2)}
     metric = "eval_cond_balanced_acc_cfg3"
-    # the champion was never evaluated: a measured sampler beats an unmeasured one
+    # the champion was never evaluated: a measured sampler beats an unmeasured one (its score recorded as before
+    # eval_top_p was: taken as top-p 1, the default then)
     record_sample_scores(uri[v2], {metric: 0.3})
-    assert promote_sampler_by_samples(uri[v2], metric, 0.3) is True and champion("galaxy-sampler") == v2
-    # the old champion evaluated higher: it takes the alias back; a lower score does not
-    record_sample_scores(uri[v1], {metric: 0.5})
-    assert promote_sampler_by_samples(uri[v1], metric, 0.5) is True and champion("galaxy-sampler") == v1
-    assert promote_sampler_by_samples(uri[v2], metric, 0.3) is False and champion("galaxy-sampler") == v1
+    assert promote_sampler_by_samples(uri[v2], metric, 0.3, top_p=1.0) is True and champion("galaxy-sampler") == v2
+    # the old champion evaluated higher at the same top-p: it takes the alias back; a lower score does not
+    record_sample_scores(uri[v1], {metric: 0.5, "eval_top_p": 1.0})
+    assert promote_sampler_by_samples(uri[v1], metric, 0.5, top_p=1.0) is True and champion("galaxy-sampler") == v1
+    assert promote_sampler_by_samples(uri[v2], metric, 0.3, top_p=1.0) is False and champion("galaxy-sampler") == v1
     assert (
         mlflow.get_run(mlflow.MlflowClient().get_model_version("galaxy-sampler", v2).run_id).data.metrics[metric] == 0.3
     )
+    # samples drawn at another top-p than the champion's last evaluation are not compared: the champion stays
+    record_sample_scores(uri[v2], {metric: 0.9, "eval_top_p": 0.9})
+    assert promote_sampler_by_samples(uri[v2], metric, 0.9, top_p=0.9) is False and champion("galaxy-sampler") == v1
+    record_sample_scores(uri[v1], {metric: 0.55, "eval_top_p": 0.9})  # the champion evaluated at 0.9 too
+    assert promote_sampler_by_samples(uri[v2], metric, 0.9) is True and champion("galaxy-sampler") == v2  # default
+    record_sample_scores(uri[v1], {metric: 0.95, "eval_top_p": 0.9})
+    assert promote_sampler_by_samples(uri[v1], metric, 0.95) is True and champion("galaxy-sampler") == v1
     # within one tokenizer bits/token decided: a better evaluation changes nothing
     v3 = register("galaxy-sampler", "final_val_bits_per_token", 7.0, {"tokenizer": "vq-A"})
     assert promote("galaxy-sampler", v3, ChampionRule("final_val_bits_per_token", 7.0, **rule)) is False

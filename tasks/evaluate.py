@@ -167,8 +167,8 @@ def evaluate_run(
         with bar(total=len(sweep) * steps, desc="sampling for evaluation", unit="tok") as pbar:
             for i, cfg in enumerate(sweep):
                 progress = lambda n, base=i * steps: pbar.update(base + n - pbar.n)  # noqa: E731
-                samples = sample(prior, vqvae, requested, cfg_scale=cfg, top_p=top_p, seed=seed, progress=progress)
-                samples = samples.images
+                drawn = sample(prior, vqvae, requested, cfg_scale=cfg, top_p=top_p, seed=seed, progress=progress)
+                samples = drawn.images
                 generated[cfg] = judged(samples, requested)
                 class_only = samples if cfg == fd_cfg else class_only
                 tracking.log_array(generated[cfg].probs.argmax(1), f"evaluate/predictions_cfg{cfg_tag(cfg)}.npy")

@@ -224,6 +224,15 @@ def test_judge_figures_have_titles():
     assert tick_labels == list(CLASS_NAMES)
 
 
+def test_judge_figure_titles_lead_with_the_balanced_accuracy():
+    # class 0: 3 of 4 right, class 1: 0 of 1, class 2: 2 of 2 -> balanced 58.3 %, plain 71.4 %
+    truth, guess = np.array([0, 0, 0, 0, 1, 2, 2]), np.array([0, 0, 0, 1, 0, 2, 2])
+    report = metrics.classification_report(truth, guess, 3)
+    names = CLASS_NAMES[:3]
+    for fig in (figures.confusion_figure(report["confusion"], names), figures.precision_recall_figure(report, names)):
+        assert "balanced accuracy 58.3%, plain 71.4%" in fig.get_suptitle()
+
+
 def test_a_config_stored_before_survey_nuisances_still_loads_and_resumes(tmp_path):
     old = {  # a judge config as checkpoints stored it before the `nuisance` field existed
         "image_size": 16,

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from model.metrics import balanced_accuracy
 from model.plotting import class_colours
 
 
@@ -44,7 +45,10 @@ def confusion_figure(
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class (support)")
     acc = np.trace(confusion) / max(confusion.sum(), 1)
-    fig.suptitle(f"{title} (accuracy {100 * acc:.1f}%, % of each true class)", fontsize=11)
+    present = support[:, 0] > 0
+    balanced = float(np.diag(norm)[present].mean()) if present.any() else float("nan")  # mean recall
+    scores = f"balanced accuracy {100 * balanced:.1f}%, plain {100 * acc:.1f}%"
+    fig.suptitle(f"{title} ({scores}, % of each true class)", fontsize=11)
     return fig
 
 
@@ -95,7 +99,8 @@ def precision_recall_figure(
     ax.set_ylabel("score")
     ax.legend(loc="upper center", ncol=2, frameon=False)
     ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{title} (accuracy {100 * report['accuracy']:.1f}%)", fontsize=12)
+    scores = f"balanced accuracy {100 * balanced_accuracy(report):.1f}%, plain {100 * report['accuracy']:.1f}%"
+    fig.suptitle(f"{title} ({scores})", fontsize=12)
     return fig
 
 

@@ -7,7 +7,7 @@ a few resolved background galaxies and a crowd of faint red and blue field sourc
 or Kolmogorov PSF, plus coloured foreground stars and correlated sky noise (partly shared by the bands),
 combined into RGB with the Legacy Survey viewer's asinh stretch and offset (z -> red, r -> green, g -> blue;
 an empty sky renders at about 33 of 255) and JPEG-compressed as Galaxy10's cut-outs were. A small fraction
-of images (LABEL_NOISE) is drawn as a class that volunteers confuse with its label. Fluxes are in
+of images is drawn as a class that volunteers confuse with its label (``model.synth_labels``). Fluxes are in
 nanomaggies. Everything an image needs comes from its own numpy Generator, so a file is the same whatever
 the number of worker processes.
 
@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from model.errors import UserError
-from model.galaxy10 import CLASS_FRACTIONS, IMAGE_KEY, LABEL_KEY, NUM_CLASSES
+from model.galaxy10 import IMAGE_KEY, LABEL_KEY, NUM_CLASSES
 from model.synth_galaxies import (
     GSP,
     PIXEL_SCALE,
@@ -58,6 +58,7 @@ from model.synth_galaxies import (
     transform,
 )
 from model.synth_interacting import draw_disturbed, draw_merging
+from model.synth_labels import image_rng, place_and_draw, synth_labels
 from model.synth_redshift import (
     REDSHIFT_MISSING,
     Z_REF,
@@ -89,22 +90,6 @@ EXTINCTION = np.array([3.21, 2.17, 1.21])  # (K,) A_band / E(B-V) for DECam g, r
 #: their light along a line, so they are dimmed more to keep their centres as bright as real ones.
 DISK_DIMMING = (0.0, 0.0, 0.0, 0.0, 0.3, 1.1, 1.1, 1.0, 1.2, 1.0)
 FAINT_SOURCES = (15.0, 45.0)  # mean count of faint field sources per 67-arcsec cut-out (drawn per image)
-#: Fraction of images whose label is wrong: drawn as a neighbouring class that volunteers confuse with it.
-#: An assumed rate (Galaxy10 keeps galaxies with a clear vote majority, so most labels are right), not a
-#: measurement; the file's `ans` keeps the exact Galaxy10 class proportions.
-LABEL_NOISE = 0.06
-CONFUSABLE: dict[int, tuple[int, ...]] = {
-    0: (1, 7),  # disturbed <-> merging, loose spiral
-    1: (0,),
-    2: (3,),  # round <-> in-between smooth
-    3: (2, 4),
-    4: (3, 9),  # cigar <-> in-between, edge-on with bulge
-    5: (6, 7),  # barred <-> unbarred spirals
-    6: (5, 7),
-    7: (6, 0),
-    8: (9, 4),  # edge-on without <-> with bulge, cigar
-    9: (8, 4),
-}
 
 
 # ---------------------------------------------------------------- PSF, stars, noise, colour
@@ -341,28 +326,6 @@ def render_galaxy(label: int, rng: np.random.Generator, size: int = 256) -> np.n
 # ---------------------------------------------------------------- the file
 
 
-def class_counts(n: int) -> np.ndarray:
-    """(10,) image count per class for n images: Galaxy10 proportions, rounded by largest remainder to sum n."""
-    exact = n * CLASS_FRACTIONS
-    counts = np.floor(exact).astype(np.int64)
-    short = n - int(counts.sum())
-    order = np.argsort(-(exact - counts), kind="stable")
-    counts[order[:short]] += 1
-    return counts
-
-
-def synth_labels(n: int, seed: int) -> np.ndarray:
-    """(N,) uint8 labels in exact Galaxy10 proportions, shuffled deterministically by seed."""
-    labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.uint8), class_counts(n))
-    np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,))).shuffle(labels)
-    return labels
-
-
-def image_rng(seed: int, index: int) -> np.random.Generator:
-    """The generator for image `index` of a file made with `seed` (independent of the worker count)."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, index)))
-
-
 def _start_method() -> str:
     """'fork' (fast start, warm caches) when this process runs no other threads, else 'spawn' (fork can deadlock)."""
     if "fork" in mp.get_all_start_methods() and threading.active_count() == 1:
@@ -370,21 +333,12 @@ def _start_method() -> str:
     return "spawn"
 
 
-def drawn_class(label: int, rng: np.random.Generator) -> int:
-    """The class actually drawn for an image labelled `label`: itself, or with probability LABEL_NOISE a class
-    volunteers confuse it with (Galaxy10's labels come from vote fractions and are not all right)."""
-    if rng.random() < LABEL_NOISE:
-        return int(rng.choice(CONFUSABLE[label]))
-    return label
-
-
 def _render_index(job: tuple[int, int, int, int]) -> tuple[np.ndarray, float, float, float]:
     """Render image `index` of a file: (image (S, S, C), ra, dec, redshift)."""
     seed, index, label, size = job
     rng = image_rng(seed, index)
-    ra = rng.uniform(0.0, 360.0)
-    dec = math.degrees(math.asin(rng.uniform(math.sin(math.radians(-20)), math.sin(math.radians(35)))))
-    image, z = render_with_redshift(drawn_class(label, rng), rng, size)
+    ra, dec, drawn = place_and_draw(label, rng)
+    image, z = render_with_redshift(drawn, rng, size)
     if rng.random() < REDSHIFT_MISSING:  # unknown in the catalogue, as some real ones are: the image keeps its z
         z = math.nan
     return image, ra, dec, z

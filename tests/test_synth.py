@@ -6,17 +6,24 @@ import pytest
 from scipy import ndimage  # scikit-learn's dependency
 
 import model.synth as synth
+import model.synth_labels as synth_labels_module
 from model.errors import UserError
 from model.galaxy10 import CLASS_COUNTS, CLASS_FRACTIONS, IMAGE_KEY, LABEL_KEY, NUM_CLASSES
 from model.synth import (
     PIXEL_SCALE,
     SYNTH_VERSION,
-    class_counts,
-    image_rng,
     render_galaxy,
     render_with_redshift,
-    synth_labels,
     synthesize,
+)
+from model.synth_labels import (
+    CONFUSABLE,
+    LABEL_NOISE,
+    class_counts,
+    drawn_class,
+    drawn_classes,
+    image_rng,
+    synth_labels,
 )
 from model.synth_redshift import REDSHIFT_MISSING, Z_RANGE
 
@@ -242,8 +249,25 @@ def test_label_noise_draws_only_confusable_classes_at_the_documented_rate():
     n = 3000
     for label in range(NUM_CLASSES):
         rng = np.random.default_rng(label)
-        drawn = np.array([synth.drawn_class(label, rng) for _ in range(n)])
+        drawn = np.array([drawn_class(label, rng) for _ in range(n)])
         wrong = drawn[drawn != label]
         rate = len(wrong) / n
-        assert abs(rate - synth.LABEL_NOISE) < 4 * np.sqrt(synth.LABEL_NOISE / n)  # binomial, 4 sigma
-        assert set(wrong.tolist()) <= set(synth.CONFUSABLE[label])
+        assert abs(rate - LABEL_NOISE) < 4 * np.sqrt(LABEL_NOISE / n)  # binomial, 4 sigma
+        assert set(wrong.tolist()) <= set(CONFUSABLE[label])
+
+
+def test_drawn_classes_replay_the_class_each_image_was_rendered_as(monkeypatch):
+    seen = []
+
+    def record(label, rng, size):  # stands in for the renderer: notes the class it is asked to draw
+        seen.append(label)
+        return np.zeros((size, size, 3), np.uint8), 0.1
+
+    monkeypatch.setattr(synth, "render_with_redshift", record)
+    monkeypatch.setattr(synth_labels_module, "LABEL_NOISE", 0.5)  # many wrong labels, so an off-by-one draw shows
+    labels = synth_labels(60, seed=4)
+    for i, label in enumerate(labels):
+        synth._render_index((4, i, int(label), 8))
+    drawn = drawn_classes(labels, seed=4)
+    assert drawn.tolist() == seen
+    assert 10 < int((drawn != labels).sum()) < 50  # the noise did move some of them

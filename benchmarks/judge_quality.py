@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.config import from_preset  # noqa: E402
 from model.data import load_prepared, prepare  # noqa: E402
 from model.judge import PRESETS, predict, train_judge  # noqa: E402
+from model.metrics import balanced_hit_rate  # noqa: E402
 from model.synth_labels import drawn_classes, synth_labels  # noqa: E402
 from tasks.data import DEFAULT_SEED, DEFAULT_SYNTH_N, synth_file  # noqa: E402
 
@@ -42,7 +43,7 @@ INDEPENDENT_N, INDEPENDENT_SEED = 4000, 1
 
 def balanced(predicted: np.ndarray, truth: np.ndarray) -> float:
     """Mean recall over the classes present in ``truth``."""
-    return float(np.mean([(predicted[truth == c] == c).mean() for c in np.unique(truth)]))
+    return balanced_hit_rate(predicted == truth, truth)
 
 
 def scored_set(name: str, seed: int, n: int, tmp: Path, split: str | None):

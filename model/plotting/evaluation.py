@@ -45,8 +45,7 @@ def confusion_figure(
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class (support)")
     acc = np.trace(confusion) / max(confusion.sum(), 1)
-    present = support[:, 0] > 0
-    balanced = float(np.diag(norm)[present].mean()) if present.any() else float("nan")  # mean recall
+    balanced = balanced_accuracy({"recall": np.diag(norm), "support": support[:, 0]})
     scores = f"balanced accuracy {100 * balanced:.1f}%, plain {100 * acc:.1f}%"
     fig.suptitle(f"{title} ({scores}, % of each true class)", fontsize=11)
     return fig

@@ -30,7 +30,7 @@ from model.checkpoint import restore_training
 from model.errors import UserError
 from model.metrics import code_counts, entropy_nats
 from model.prior import ConditionalPrior, PriorConfig
-from model.training import Hooks, TrainResult
+from model.training import Hooks, TrainResult, cosine_lr
 from model.utils import evaluating, module_device, pick_device, seed_everything
 
 LN2 = math.log(2.0)
@@ -135,13 +135,7 @@ def configure_optimizer(model: ConditionalPrior, config: PriorConfig) -> torch.o
 
 def lr_at(step: int, total_steps: int, config: PriorConfig) -> float:
     """Linear warm-up to lr, then cosine decay to lr * min_lr_ratio at total_steps."""
-    tc = config
-    if tc.warmup > 0 and step < tc.warmup:
-        return tc.lr * (step + 1) / tc.warmup
-    span = max(total_steps - tc.warmup, 1)
-    progress = min(max(step - tc.warmup, 0) / span, 1.0)
-    floor = tc.lr * tc.min_lr_ratio
-    return floor + (tc.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cosine_lr(step, total_steps, config.lr, config.min_lr_ratio, config.warmup)
 
 
 def _check_split(name: str, tokens: np.ndarray, labels: np.ndarray, config: PriorConfig) -> None:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from model.checkpoint import restore_training
 from model.metrics import codebook_usage, psnr
-from model.training import Hooks, TrainResult, augment_square, check_images
+from model.training import Hooks, TrainResult, augment_square, check_images, cosine_lr
 from model.utils import as_tensor, evaluating, module_device, pick_device, seed_everything, uint8_to_unit, unit_to_uint8
 from model.vqvae import VQVAE, VQVAEConfig
 
@@ -105,7 +105,8 @@ def train_vqvae(
     val_images: np.ndarray | torch.Tensor,
     hooks: Hooks = Hooks(),
 ) -> TrainResult:
-    """Train a VQ-VAE on (N, H, W, C) uint8 images; loss = MSE(x_recon, x) + vq loss, AdamW.
+    """Train a VQ-VAE on (N, H, W, C) uint8 images; loss = MSE(x_recon, x) + vq loss, AdamW whose lr decays
+    (cosine) to lr * min_lr_ratio by the end of training.
 
     After each epoch (1-based): validate in eval mode, then ``hooks.end_epoch`` (checkpoint, log, callback;
     an Optuna prune raised there propagates). With a checkpoint to resume, training continues from its
@@ -156,6 +157,8 @@ def train_vqvae(
             loss = recon + out.vq_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_lr(epoch * steps_per_epoch + i, total_steps, tc.lr, tc.min_lr_ratio)
             if tc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             optimizer.step()

@@ -1,4 +1,5 @@
-"""What the three training loops share: hooks, the result type, image checks and the square-symmetry augmentation.
+"""What the three training loops share: hooks, the result type, image checks, the square-symmetry augmentation
+and the cosine learning-rate schedule.
 
 Every loop (``train_vqvae``, ``train_prior``, ``train_judge``) takes its model's config, its data and one
 ``Hooks``: how it reports (``log(metrics, step)``, ``progress(done_steps, total_steps)``), where it
@@ -11,6 +12,7 @@ Dimension letters: N images, B batch, H/W height/width, C channels.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +86,16 @@ def check_images(images: np.ndarray | torch.Tensor, size: int, what: str, channe
         raise UserError(
             what, f"images are {shape[1]}x{shape[2]}x{shape[3]}, the model expects {size}x{size}x{channels}"
         )
+
+
+def cosine_lr(step: int, total_steps: int, lr: float, min_ratio: float, warmup: int = 0) -> float:
+    """The learning rate of 0-based ``step``: linear warm-up to ``lr`` over ``warmup`` steps, then cosine decay to
+    ``lr * min_ratio`` at ``total_steps`` (and held there); ``min_ratio = 1`` is a constant ``lr``."""
+    if warmup > 0 and step < warmup:
+        return lr * (step + 1) / warmup
+    progress = min(max(step - warmup, 0) / max(total_steps - warmup, 1), 1.0)
+    floor = lr * min_ratio
+    return floor + (lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def augment_square(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

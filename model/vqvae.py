@@ -40,6 +40,7 @@ class VQVAEConfig(Config):
         "epochs",
         "batch_size",
         "lr",
+        "min_lr_ratio",
         "weight_decay",
         "grad_clip",
         "seed",
@@ -67,7 +68,8 @@ class VQVAEConfig(Config):
     # training
     epochs: int = 10  # passes over the training split
     batch_size: int = 64  # images per optimizer step
-    lr: float = 3e-4  # AdamW learning rate (constant)
+    lr: float = 3e-4  # AdamW learning rate
+    min_lr_ratio: float = 1.0  # cosine decay of lr to lr * this by the end of training; 1 = constant (the article's)
     weight_decay: float = 0.0  # AdamW weight decay
     grad_clip: float = 0.0  # max global gradient norm; 0 = no clipping
     seed: int = 0  # seeds model init, batch order and augmentation
@@ -108,6 +110,8 @@ class VQVAEConfig(Config):
                 raise UserError("VQVAEConfig", f"{name} must be a positive int, got {getattr(self, name)}")
         if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
             raise UserError("VQVAEConfig", "lr must be > 0, weight_decay and grad_clip >= 0")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise UserError("VQVAEConfig", f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.quantizer == "simple":
             default = VQVAEConfig.__dataclass_fields__
             used = [n for n in _LUCIDRAINS_ONLY if getattr(self, n) != default[n].default]

@@ -15,7 +15,7 @@ from model.train_vqvae import (
     reconstruct_images,
     train_vqvae,
 )
-from model.training import Hooks, augment_square
+from model.training import Hooks, augment_square, cosine_lr
 from model.utils import uint8_to_unit, unit_to_uint8
 from model.vqvae import VQVAE, VQVAEConfig
 
@@ -107,6 +107,29 @@ def test_training_reduces_loss_and_logs_every_epoch(data, tmp_path):
     assert result.metrics == h[-1]
     assert steps[-1] == (6 * 6, 6 * 6) and len(steps) == 36  # 48 images / batch 8 = 6 steps per epoch
     assert not result.model.training
+
+
+def test_cosine_lr_by_hand():
+    assert cosine_lr(0, 10, 2.0, 0.0) == 2.0
+    assert cosine_lr(5, 10, 2.0, 0.0) == pytest.approx(1.0)  # half way: the mean of lr and the floor
+    assert cosine_lr(10, 10, 2.0, 0.1) == pytest.approx(0.2) and cosine_lr(99, 10, 2.0, 0.1) == pytest.approx(0.2)
+    assert {cosine_lr(s, 10, 2.0, 1.0) for s in range(12)} == {2.0}  # min_ratio 1: constant
+    assert cosine_lr(0, 10, 2.0, 0.0, warmup=4) == pytest.approx(0.5)  # warm-up: (step + 1) / warmup of lr
+    assert cosine_lr(4, 10, 2.0, 0.0, warmup=4) == 2.0  # the decay starts after the warm-up
+
+
+def test_lr_decays_toward_min_lr_ratio_over_training(data):
+    train, val = data
+    cfg = replace(MODEL, min_lr_ratio=0.1)
+    total = 2 * 6  # 48 images / batch 8 = 6 steps per epoch
+    history = train_vqvae(cfg, train, val).history
+    assert [h["lr"] for h in history] == pytest.approx(
+        [cosine_lr(5, total, 3e-3, 0.1), cosine_lr(11, total, 3e-3, 0.1)]
+    )
+    assert history[-1]["lr"] < 0.12 * 3e-3 < 3e-3 / 2 < history[0]["lr"]  # the last step is 1/12 before the floor
+    assert [h["lr"] for h in train_vqvae(MODEL, train, val).history] == [3e-3, 3e-3]  # default 1: constant
+    with pytest.raises(UserError, match="min_lr_ratio"):
+        replace(MODEL, min_lr_ratio=1.5)
 
 
 def test_resume_matches_an_uninterrupted_run_exactly(data, tmp_path):

@@ -353,7 +353,11 @@ PRESETS: dict[str, VQVAEConfig] = {
     # a few minutes on a 2-core CPU with ~3,000 training images at 128 px: narrow convs, small codebook, 16x16
     # grid (an 8x8 grid, a 4th stage, lost the spiral arms: recon accuracy 0.43 vs 0.60). Anti-collapse tuned on
     # the synthetic set: eager dead-code replacement, livelier EMA, an 8-dim lookup space (perplexity 203 vs 94
-    # of 256, PSNR 29.9 vs 28.7 dB against k-means + dead-code 2 alone; README, issue 12)
+    # of 256, PSNR 29.9 vs 28.7 dB against k-means + dead-code 2 alone; README, issue 12). Step-limited: batch 16,
+    # cosine decay to 0.1 lr and 8 epochs (+30 s) keep more of the morphology. The flow judge's balanced accuracy
+    # on reconstructions of 2,000 independent images, seeds 0 / 1 / 2: batch 32 constant lr 6 epochs 0.704 / 0.684
+    # / 0.683; batch 16 constant 0.707 / 0.694 / 0.660; batch 16 cosine 0.715 / 0.751 / 0.701; that and 8 epochs
+    # 0.747 / 0.738 (real images 0.871; stop 25). Pixel-shuffle upsampling: 0.73, then a collapse at seed 1.
     "demo": VQVAEConfig(
         image_size=128,
         widths=(16, 32, 64),
@@ -363,9 +367,10 @@ PRESETS: dict[str, VQVAEConfig] = {
         threshold_ema_dead_code=8,
         decay=0.9,
         codebook_dim=8,
-        epochs=6,
-        batch_size=32,
+        epochs=8,
+        batch_size=16,
         lr=1e-3,
+        min_lr_ratio=0.1,
     ),
 }
 

@@ -69,7 +69,8 @@ class PriorConfig(Config):
     dim: int = 256  # D: transformer width (independent of the codebook vector size)
     heads: int = 8  # H: attention heads; must divide dim
     layers: int = 6  # number of pre-norm transformer blocks
-    dropout: float = 0.1  # dropout on attention weights, residual branches and embeddings
+    dropout: float = 0.1  # dropout on residual branches and embeddings (and attention weights unless set below)
+    attn_dropout: float | None = None  # dropout on attention weights; None: ``dropout`` (> 0 is slow on a CPU)
     class_dropout: float = 0.1  # training-time probability of replacing a label by the null class
     condition: str | None = None  # numeric column of the prepared data (e.g. "redshift"); None: class only
     condition_range: tuple[float, float] | None = None  # (lo, hi) mapped to [0, 1]; set from the training data
@@ -96,8 +97,8 @@ class PriorConfig(Config):
                 raise UserError("PriorConfig", f"{name} must be >= 1, got {getattr(self, name)}")
         if self.dim % self.heads:
             raise UserError("PriorConfig", f"heads ({self.heads}) must divide dim ({self.dim})")
-        for name in ("dropout", "class_dropout", "condition_dropout"):
-            if not 0.0 <= float(getattr(self, name)) < 1.0:
+        for name in ("dropout", "class_dropout", "condition_dropout", "attn_dropout"):
+            if getattr(self, name) is not None and not 0.0 <= float(getattr(self, name)) < 1.0:
                 raise UserError("PriorConfig", f"{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0 <= int(self.crop) <= min(self.grid_h, self.grid_w):
             raise UserError("PriorConfig", f"crop must be in 0..{min(self.grid_h, self.grid_w)}, got {self.crop}")
@@ -192,7 +193,9 @@ class ConditionalPrior(nn.Module):
         self.class_emb = nn.Embedding(config.num_classes, D)
         self.null_class_emb = nn.Parameter(torch.zeros(1, 1, D))
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList([Block(D, config.heads, config.dropout) for _ in range(config.layers)])
+        self.blocks = nn.ModuleList(
+            [Block(D, config.heads, config.dropout, config.attn_dropout) for _ in range(config.layers)]
+        )
         self.ln_f = nn.LayerNorm(D)
         self.head = nn.Linear(D, config.vocab_size, bias=False)
         self.head.weight = self.token_emb.weight  # weight tying: one (K, D) matrix

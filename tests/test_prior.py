@@ -96,6 +96,29 @@ def test_class_dropout_only_in_train_mode():
         model.class_embedding(torch.tensor([11]), 1)  # out-of-range ids are not silently clamped
 
 
+def test_attention_dropout_follows_its_own_setting():
+    def spread(model: ConditionalPrior) -> float:
+        """How much two train-mode forwards of the same batch differ (0: no dropout acted)."""
+        torch.manual_seed(0)
+        tokens, labels = torch.randint(0, K, (4, T)), torch.arange(4)
+        model.train()
+        return float((model(tokens, labels) - model(tokens, labels)).abs().max())
+
+    only_attn = ConditionalPrior(tiny_config(dropout=0.0, attn_dropout=0.5, class_dropout=0.0))
+    assert [b.attn.attn_dropout for b in only_attn.blocks] == [0.5, 0.5] and spread(only_attn) > 1e-3
+    none = ConditionalPrior(tiny_config(dropout=0.0, attn_dropout=0.0, class_dropout=0.0))
+    assert spread(none) == 0.0
+    branches = ConditionalPrior(tiny_config(dropout=0.1, attn_dropout=0.0))  # residual branches only: fused kernel
+    assert [(b.attn.attn_dropout, b.attn.resid_dropout.p, b.mlp.dropout.p) for b in branches.blocks] == [
+        (0.0, 0.1, 0.1)
+    ] * 2
+    assert ConditionalPrior(tiny_config(dropout=0.2)).blocks[0].attn.attn_dropout == 0.2  # None: the same as dropout
+    with pytest.raises(UserError, match="attn_dropout"):
+        tiny_config(attn_dropout=1.0)
+    old = {k: v for k, v in tiny_config(dropout=0.2).to_dict().items() if k != "attn_dropout"}
+    assert PriorConfig.from_dict(old).attn_dropout is None  # a checkpoint from before the setting keeps its dropout
+
+
 # ----------------------------------------------------------------------------------------------
 # Configs and checkpoints
 

@@ -25,7 +25,7 @@ from model.config import Config
 from model.errors import UserError
 from model.galaxy10 import NUM_CLASSES
 from model.nuisance import survey_nuisance
-from model.training import Hooks, TrainResult, augment_square, check_images
+from model.training import Hooks, TrainResult, augment_square, check_images, native_bf16
 from model.utils import as_tensor, evaluating, module_device, pick_device, seed_everything, uint8_to_unit
 
 
@@ -48,6 +48,7 @@ class JudgeConfig(Config):
         "nuisance",
         "class_balance",
         "label_smoothing",
+        "bf16",
         "seed",
         "device",
         "eval_batch_size",
@@ -70,6 +71,7 @@ class JudgeConfig(Config):
     nuisance: float = 0.0  # strength of the sky, noise, colour, stretch and JPEG nuisances (model.nuisance); 0: off
     class_balance: float = 0.0  # loss weight of class c ~ n_c ** -class_balance (1: every class counts equally)
     label_smoothing: float = 0.0  # cross-entropy label smoothing (the synthetic labels are 6 % wrong: model.synth)
+    bf16: bool = True  # bf16 autocast for the training step where the device runs it natively (CUDA, AMX CPUs)
     seed: int = 0  # seeds init, batch order and augmentation
     device: str | None = None  # None: cuda, mps, cpu in that order
     eval_batch_size: int = 256  # images per forward in validation and predict
@@ -246,7 +248,7 @@ def train_judge(
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=max(total, 1), pct_start=0.15
     )
-    amp = device.type == "cuda"
+    amp = config.bf16 and native_bf16(device)
 
     history: list[dict[str, float]] = []
     best_acc, best_epoch, best_state = -1.0, 0, None

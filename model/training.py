@@ -88,6 +88,15 @@ def check_images(images: np.ndarray | torch.Tensor, size: int, what: str, channe
         )
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast runs on native hardware on ``device``: CUDA, or a CPU with AMX tiles (there oneDNN
+    runs bf16 convolutions and matmuls at about 1.7x the fp32 speed of the judge's step on 2 cores,
+    benchmarks/judge_speed.py). Elsewhere a CPU would emulate bf16, slower than fp32."""
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and torch.cpu._is_amx_tile_supported()
+
+
 def cosine_lr(step: int, total_steps: int, lr: float, min_ratio: float, warmup: int = 0) -> float:
     """The learning rate of 0-based ``step``: linear warm-up to ``lr`` over ``warmup`` steps, then cosine decay to
     ``lr * min_ratio`` at ``total_steps`` (and held there); ``min_ratio = 1`` is a constant ``lr``."""

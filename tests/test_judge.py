@@ -333,3 +333,36 @@ def test_symmetric_features_are_the_mean_over_the_8_views_each_pooled(size, pool
     with torch.no_grad():
         expected = torch.stack([model.blocks(F.avg_pool2d(v, pool)).mean(dim=(2, 3)) for v in views]).mean(0)
         torch.testing.assert_close(model.symmetric_features(x), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "native, asked, expected",
+    [(True, True, torch.bfloat16), (True, False, torch.float32), (False, True, torch.float32)],
+)
+def test_the_training_step_runs_in_bf16_only_when_asked_and_native(monkeypatch, native, asked, expected):
+    # bf16 autocast on a CPU runs anywhere (emulated where there is no AMX), so forcing `native` shows the wiring
+    monkeypatch.setattr(judge, "native_bf16", lambda device: native)
+    seen: list[tuple[bool, torch.dtype]] = []
+
+    def record(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if isinstance(module, torch.nn.Conv2d):
+            seen.append((module.training, output.dtype))
+
+    train_x, train_y = colour_task(32, 0)
+    with torch.nn.modules.module.register_module_forward_hook(record):
+        result = judge.train_judge(dataclasses.replace(TINY, epochs=1, bf16=asked), train_x, train_y, train_x, train_y)
+        judge.predict(result.model, train_x[:4])
+    training = {dtype for is_training, dtype in seen if is_training}
+    judging = {dtype for is_training, dtype in seen if not is_training}
+    assert training == {expected}
+    assert judging == {torch.float32}  # validation and judging stay in float32
+
+
+def test_native_bf16_means_cuda_or_a_cpu_with_amx(monkeypatch):
+    from model import training
+
+    assert training.native_bf16(torch.device("cuda"))
+    assert not training.native_bf16(torch.device("meta"))
+    for amx in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        assert training.native_bf16(torch.device("cpu")) is amx

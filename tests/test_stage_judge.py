@@ -19,6 +19,7 @@ from model.evaluation import headline_names
 from model.galaxy10 import CLASS_NAMES
 from model.metrics import balanced_frechet, per_class_frechet
 from model.sampling import DEFAULT_TOP_P
+from model.training import native_bf16
 from tasks import faults
 from tasks.evaluate import evaluate_run, redshift_names
 from tasks.judge import score_real, slug, train_judge_run
@@ -80,6 +81,8 @@ def test_train_judge_run_logs_and_registers(mlflow_store, tiny_data):
     m = run.data.metrics
     assert run.info.status == "FINISHED" and run.data.tags["synthetic"] == "false" and run.data.tags["stage"] == "judge"
     assert run.data.params["model.image_size"] == "32" and run.data.params["model.epochs"] == "2"
+    native = native_bf16(torch.device("cpu"))  # the precision the training step ran in on this machine
+    assert run.data.params["train_precision"] == ("bf16" if native else "float32")
     assert [h.step for h in mlflow.MlflowClient().get_metric_history(ref.run_id, "val_acc")] == [1, 2]
     assert {"judge/confusion.png", "judge/precision_recall.png"} <= artifact_names(ref.run_id, "judge")
     # test metrics agree with the logged labels and predictions

@@ -10,6 +10,7 @@ that read every image perfectly would name (``benchmarks/judge_quality.py``).
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -77,3 +78,21 @@ def drawn_classes(labels: np.ndarray, seed: int) -> np.ndarray:
         [place_and_draw(int(label), image_rng(seed, i))[2] for i, label in enumerate(np.asarray(labels))],
         dtype=np.int64,
     )
+
+
+def source_label(n: int, seed: int) -> str:
+    """The label a prepared folder of the synthetic file (n images, ``seed``) carries as its ``source``."""
+    return f"synthetic-n{n}-s{seed}"
+
+
+def drawn_classes_of(source: str, labels: np.ndarray) -> np.ndarray | None:
+    """(N,) the drawn classes of a prepared set whose ``source`` is ``source_label(n, seed)`` and whose ``labels``
+    are that file's, in its order; None for any other set (a real file, another order), whose truth is unknown."""
+    match = re.fullmatch(r"synthetic-n(\d+)-s(\d+)", str(source))
+    if match is None:
+        return None
+    n, seed = int(match[1]), int(match[2])
+    labels = np.asarray(labels)
+    if len(labels) != n or not np.array_equal(labels, synth_labels(n, seed)):
+        return None
+    return drawn_classes(labels, seed)

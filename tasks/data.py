@@ -14,6 +14,7 @@ from prefect import task
 from model import data as D
 from model import source as S
 from model.errors import UserError
+from model.synth_labels import source_label
 from tasks.cache import prepare_cache_key
 from tasks.progress import bar
 from tasks.retry import retry_on_io
@@ -51,7 +52,7 @@ def resolve_source(source: str, *, synthetic_n: int = DEFAULT_SYNTH_N, seed: int
     """Turn ``synthetic``, ``h5:PATH`` or ``astronn`` into (an .h5 path, a label for run names)."""
     kind, path = S.parse_source(source)
     if kind == "synthetic":
-        return synth_file(synthetic_n, 256, seed), f"synthetic-n{synthetic_n}-s{seed}"
+        return synth_file(synthetic_n, 256, seed), source_label(synthetic_n, seed)
     if kind == "h5":
         return path, path.name
     return S.astronn_file(), "astronn"

@@ -19,10 +19,11 @@ from model.evaluation import headline_names
 from model.galaxy10 import CLASS_NAMES
 from model.metrics import balanced_frechet, per_class_frechet
 from model.sampling import DEFAULT_TOP_P
+from model.synth_labels import drawn_classes, source_label, synth_labels
 from model.training import native_bf16
 from tasks import faults
 from tasks.evaluate import evaluate_run, redshift_names
-from tasks.judge import score_real, slug, train_judge_run
+from tasks.judge import DRAWN_METRICS, score_real, slug, train_judge_run
 from tasks.prior import train_prior_run
 from tasks.vqvae import train_vqvae_run
 from tests.conftest import TINY_PRIOR, TINY_VQVAE, cli_settings, console, make_galaxy10
@@ -75,6 +76,21 @@ def test_per_class_frechet_skips_classes_with_fewer_than_two_images():
     assert "class 2 round smooth (2 vs 1 images); class 3 in-between round smooth (0 vs 1 images)" in notes[0]
 
 
+def test_a_synthetic_test_split_scores_the_judge_against_the_drawn_classes_too(mlflow_store, tmp_path):
+    labels = synth_labels(300, 0)  # the synthetic file of 300 images, seed 0: its drawn classes are known
+    src = make_galaxy10(tmp_path / "synthetic.h5", n=300, side=32, ans=labels)
+    data = prepare(src, tmp_path / "prepared", size=32, source_label=source_label(300, 0)).out
+    ref = train_judge_run(data, "demo", overrides=TINY_JUDGE)
+    m = mlflow.get_run(ref.run_id).data.metrics
+    y_true, y_pred = load_npy(ref.run_id, "judge/test_labels_and_predictions.npy")
+    drawn = drawn_classes(labels, 0)[load_prepared(data).indices("test")]
+    assert (drawn != y_true).sum() == 3  # of the 31 test labels, 3 are wrong by design
+    ceiling = J.balanced_hit_rate(drawn == y_true, y_true)
+    assert m["test_balanced_accuracy_label_ceiling"] == pytest.approx(ceiling) and ceiling < 1
+    assert m["test_balanced_accuracy_vs_drawn"] == pytest.approx(J.balanced_hit_rate(y_pred == drawn, drawn))
+    assert ref.metrics["test_balanced_accuracy_label_ceiling"] == pytest.approx(ceiling)  # in the summary too
+
+
 def test_train_judge_run_logs_and_registers(mlflow_store, tiny_data):
     ref = train_judge_run(tiny_data, "demo", overrides=TINY_JUDGE)
     run = mlflow.get_run(ref.run_id)
@@ -83,6 +99,7 @@ def test_train_judge_run_logs_and_registers(mlflow_store, tiny_data):
     assert run.data.params["model.image_size"] == "32" and run.data.params["model.epochs"] == "2"
     native = native_bf16(torch.device("cpu"))  # the precision the training step ran in on this machine
     assert run.data.params["train_precision"] == ("bf16" if native else "float32")
+    assert not set(DRAWN_METRICS) & set(m)  # a real-format file: what its images show is not known
     assert [h.step for h in mlflow.MlflowClient().get_metric_history(ref.run_id, "val_acc")] == [1, 2]
     assert {"judge/confusion.png", "judge/precision_recall.png"} <= artifact_names(ref.run_id, "judge")
     # test metrics agree with the logged labels and predictions

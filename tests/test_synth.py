@@ -22,7 +22,9 @@ from model.synth_labels import (
     class_counts,
     drawn_class,
     drawn_classes,
+    drawn_classes_of,
     image_rng,
+    source_label,
     synth_labels,
 )
 from model.synth_redshift import REDSHIFT_MISSING, Z_RANGE
@@ -271,3 +273,14 @@ def test_drawn_classes_replay_the_class_each_image_was_rendered_as(monkeypatch):
     drawn = drawn_classes(labels, seed=4)
     assert drawn.tolist() == seen
     assert 10 < int((drawn != labels).sum()) < 50  # the noise did move some of them
+
+
+def test_drawn_classes_are_known_only_for_a_synthetic_file_in_its_own_order():
+    labels = synth_labels(300, seed=2)
+    assert source_label(300, 2) == "synthetic-n300-s2"
+    assert np.array_equal(drawn_classes_of("synthetic-n300-s2", labels), drawn_classes(labels, 2))
+    assert drawn_classes_of("Galaxy10_DECals.h5", labels) is None  # a real file: its truth is unknown
+    assert drawn_classes_of("synthetic-n300-s3", labels) is None  # another seed's labels
+    assert drawn_classes_of("synthetic-n300-s2", labels[::-1]) is None  # rows reordered
+    assert drawn_classes_of("synthetic-n299-s2", labels[:299]) is None
+    assert drawn_classes_of("my-synthetic-n300-s2", labels) is None

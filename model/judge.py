@@ -89,9 +89,11 @@ PRESETS: dict[str, JudgeConfig] = {
     # batch 32 (twice the steps, 1.04x the time) scored 0.835 on the test split against 0.804-0.811 at 64 and 0.816
     # at 16 (1.27x the time), one run each on one split (stop 22). Epochs, seeds 0 / 1, balanced accuracy on 4,000
     # independent synthetic images (seed 1): 18: 0.842 / 0.826, 22: 0.847 / 0.841, 26: 0.860 / 0.859, 30: 0.870 /
-    # 0.864 (stop 24); 26 keeps galaxy/full within its 15 minutes
+    # 0.864 (stop 24). Stop 26: bf16 autocast on an AMX CPU makes a step 1.46x faster at the same accuracy, so 30
+    # epochs (bf16, seeds 0 / 1: 0.868 / 0.867; 36: 0.871 / 0.875, 44: 0.873) cost less than 26 did; on a CPU
+    # without AMX they cost 15 % more than 26
     "demo": JudgeConfig(
-        input_pool=2, augment_pooled=True, widths=(16, 32, 64, 128), epochs=26, batch_size=32, dropout=0.1, **ROBUST
+        input_pool=2, augment_pooled=True, widths=(16, 32, 64, 128), epochs=30, batch_size=32, dropout=0.1, **ROBUST
     ),
     "article": JudgeConfig(widths=(32, 64, 128, 256), epochs=30, batch_size=128, dropout=0.2, **ROBUST),
 }

@@ -174,7 +174,13 @@ def train_judge_run(
         label = Path(str(data.meta["source"])).name  # e.g. synthetic-n3000-s0, Galaxy10_DECals.h5
         prefix = "synthetic " if data.synthetic and "synthetic" not in label else ""
         source = f"{prefix}{label} test split ({len(test_x)} images)"
-        figure = confusion_figure(test_report["confusion"], names, f"Judge on the {source}")
+        ceiling = metrics.get(DRAWN_METRICS[1])  # what the labels themselves allow, beside what the judge scored
+        note = (
+            f"a judge that read every image right would reach a balanced accuracy of {ceiling:.1%} against these labels"
+            if ceiling
+            else ""
+        )
+        figure = confusion_figure(test_report["confusion"], names, f"Judge on the {source}", note)
         tracking.log_figure(figure, "judge/confusion.png")
         figure = precision_recall_figure(test_report, names, f"Judge per-class precision and recall, {source}")
         tracking.log_figure(figure, "judge/precision_recall.png")

@@ -13,6 +13,7 @@ import typer
 from scipy.stats import rankdata
 from typer.testing import CliRunner
 
+import tasks.judge
 from model import metrics as J
 from model.data import load_prepared, prepare
 from model.evaluation import headline_names
@@ -76,7 +77,12 @@ def test_per_class_frechet_skips_classes_with_fewer_than_two_images():
     assert "class 2 round smooth (2 vs 1 images); class 3 in-between round smooth (0 vs 1 images)" in notes[0]
 
 
-def test_a_synthetic_test_split_scores_the_judge_against_the_drawn_classes_too(mlflow_store, tmp_path):
+def test_a_synthetic_test_split_scores_the_judge_against_the_drawn_classes_too(mlflow_store, tmp_path, monkeypatch):
+    notes: list[str] = []  # the confusion figure's second title line, as the stage asks for it
+    draw = tasks.judge.confusion_figure
+    monkeypatch.setattr(
+        tasks.judge, "confusion_figure", lambda c, n, t, note: notes.append(note) or draw(c, n, t, note)
+    )
     labels = synth_labels(300, 0)  # the synthetic file of 300 images, seed 0: its drawn classes are known
     src = make_galaxy10(tmp_path / "synthetic.h5", n=300, side=32, ans=labels)
     data = prepare(src, tmp_path / "prepared", size=32, source_label=source_label(300, 0)).out
@@ -89,6 +95,9 @@ def test_a_synthetic_test_split_scores_the_judge_against_the_drawn_classes_too(m
     assert m["test_balanced_accuracy_label_ceiling"] == pytest.approx(ceiling) and ceiling < 1
     assert m["test_balanced_accuracy_vs_drawn"] == pytest.approx(J.balanced_hit_rate(y_pred == drawn, drawn))
     assert ref.metrics["test_balanced_accuracy_label_ceiling"] == pytest.approx(ceiling)  # in the summary too
+    assert notes == [
+        f"a judge that read every image right would reach a balanced accuracy of {ceiling:.1%} against these labels"
+    ]
 
 
 def test_train_judge_run_logs_and_registers(mlflow_store, tiny_data):

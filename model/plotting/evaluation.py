@@ -17,9 +17,10 @@ from model.plotting import class_colours
 
 
 def confusion_figure(
-    confusion: np.ndarray, class_names: Sequence[str], title: str = "Judge confusion matrix"
+    confusion: np.ndarray, class_names: Sequence[str], title: str = "Judge confusion matrix", note: str = ""
 ) -> Figure:
-    """Confusion matrix normalised per true class, each cell annotated with its percentage."""
+    """Confusion matrix normalised per true class, each cell annotated with its percentage; ``note``, when given,
+    is a second title line."""
     confusion = np.asarray(confusion, dtype=np.float64)
     support = confusion.sum(axis=1, keepdims=True)  # (K, 1)
     norm = np.divide(confusion, support, out=np.zeros_like(confusion), where=support > 0)  # rows sum to 1
@@ -47,7 +48,7 @@ def confusion_figure(
     acc = np.trace(confusion) / max(confusion.sum(), 1)
     balanced = balanced_accuracy({"recall": np.diag(norm), "support": support[:, 0]})
     scores = f"balanced accuracy {100 * balanced:.1f}%, plain {100 * acc:.1f}%"
-    fig.suptitle(f"{title} ({scores}, % of each true class)", fontsize=11)
+    fig.suptitle(f"{title} ({scores}, % of each true class)" + (f"\n{note}" if note else ""), fontsize=11)
     return fig
 
 

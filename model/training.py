@@ -94,7 +94,8 @@ def native_bf16(device: torch.device) -> bool:
     benchmarks/judge_speed.py). Elsewhere a CPU would emulate bf16, slower than fp32."""
     if device.type == "cuda":
         return True
-    return device.type == "cpu" and torch.cpu._is_amx_tile_supported()
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # a private probe: absent from some builds
+    return device.type == "cpu" and amx is not None and bool(amx())
 
 
 def cosine_lr(step: int, total_steps: int, lr: float, min_ratio: float, warmup: int = 0) -> float:

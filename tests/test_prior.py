@@ -102,7 +102,8 @@ def test_attention_dropout_follows_its_own_setting():
         torch.manual_seed(0)
         tokens, labels = torch.randint(0, K, (4, T)), torch.arange(4)
         model.train()
-        return float((model(tokens, labels) - model(tokens, labels)).abs().max())
+        with torch.no_grad():  # dropout acts without autograd too; no graph to keep
+            return float((model(tokens, labels) - model(tokens, labels)).abs().max())
 
     only_attn = ConditionalPrior(tiny_config(dropout=0.0, attn_dropout=0.5, class_dropout=0.0))
     assert [b.attn.attn_dropout for b in only_attn.blocks] == [0.5, 0.5] and spread(only_attn) > 1e-3

@@ -36,6 +36,7 @@ from typing import Any, Callable
 import mlflow
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
@@ -117,12 +118,22 @@ def _start_retry(study: optuna.Study, trial: optuna.Trial) -> None:
             trial.set_user_attr(key, None)
 
 
+def first_beat(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Record ``trial``'s heartbeat now, before the trial is marked as this worker's. Optuna's heartbeat thread
+    writes the first beat in the background, and a RUNNING trial without any beat is never failed as stale: a
+    worker that died before that write (seen when PostgreSQL stopped just then) left its trial RUNNING for ever."""
+    storage = study._storage  # Optuna keeps the storage and the trial id private
+    if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage):
+        storage.record_heartbeat(trial._trial_id)
+
+
 def make_objective(study: optuna.Study, config: SweepConfig, data_dir: str | Path) -> Callable[[optuna.Trial], float]:
     """The function ``study.optimize`` calls: one trial, returns its final validation MSE."""
     client = mlflow.MlflowClient()
     exit_in, hang_in = os.environ.get(EXIT_ENV), os.environ.get(HANG_ENV)
 
     def objective(trial: optuna.Trial) -> float:
+        first_beat(study, trial)
         _start_retry(study, trial)
         trial.set_user_attr("worker", worker_id())
         child: dict[str, str] = {}

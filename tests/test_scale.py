@@ -371,7 +371,10 @@ def test_postgres_stopped_mid_sweep_fails_in_one_line_and_a_rerun_carries_on(sta
         stack.script("scripts/pg.sh", "start", str(stack.dir / "pg"))
 
     # a worker run again carries on (as `galaxy sweep --study outage` would, without its report): the trials finished
-    # before the outage stay, the one cut off is failed by the heartbeat and retried, the study reaches N
+    # before the outage stay, the one cut off is failed by the heartbeat and retried, the study reaches N. Its last
+    # beat came before the outage; a worker fails it only once the grace period has passed since (on a fast machine
+    # the rerun can start within it, finish the study first and leave the trial RUNNING)
+    time.sleep(max(0.0, stopped["at"] + FAST_BEAT["grace_period"] + 1.0 - time.monotonic()))
     run_worker("outage", stack.storage, tiny_data)
     trials = study_trials(stack.storage, "outage")
     assert all(trials[k].state == TrialState.COMPLETE for k in stopped["done"])

@@ -167,9 +167,9 @@ def create_study(
     return study
 
 
-def load_sweep_study(storage: str | None, study_name: str, worker_index: int = 0) -> optuna.Study:
+def load_sweep_study(storage: str | None, study_name: str, worker_index: int = 0) -> tuple[optuna.Study, RDBStorage]:
     """The study with heartbeat storage, this worker's sampler (seed + worker index: workers must not draw the
-    same random trials) and the median pruner."""
+    same random trials) and the median pruner; and that storage (``first_beat`` needs it)."""
     try:
         attrs = optuna.load_study(study_name=study_name, storage=open_rdb(storage)).user_attrs
     except KeyError:
@@ -184,7 +184,17 @@ def load_sweep_study(storage: str | None, study_name: str, worker_index: int = 0
     )
     pruner = optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=int(settings["warmup_epochs"]))
     rdb = open_rdb(storage, heartbeat=settings)
-    return optuna.load_study(study_name=study_name, storage=rdb, sampler=sampler, pruner=pruner)
+    return optuna.load_study(study_name=study_name, storage=rdb, sampler=sampler, pruner=pruner), rdb
+
+
+def first_beat(storage: RDBStorage, study_name: str, trial_number: int) -> None:
+    """Record a trial's heartbeat now, before the trial is marked as a worker's. Optuna's heartbeat thread writes
+    the first beat in the background, and a RUNNING trial without any beat is never failed as stale: a worker
+    that died before that write (seen when PostgreSQL stopped just then) left its trial RUNNING for ever."""
+    if storage.get_heartbeat_interval() is None:
+        return
+    study_id = storage.get_study_id_from_name(study_name)
+    storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, trial_number))
 
 
 def count(study: optuna.Study, states: tuple[TrialState, ...] = FINISHED) -> int:

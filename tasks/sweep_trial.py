@@ -35,8 +35,7 @@ from typing import Any, Callable
 
 import mlflow
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
@@ -48,7 +47,15 @@ from tasks import tracking
 from tasks import vqvae as vqvae_stage  # a trial is one run of the VQ-VAE stage
 from tasks.runs import runs_dir
 from tasks.sweep_space import SweepConfig, describe
-from tasks.sweep_study import CONFIG_ATTR, FINISHED, count, load_sweep_study, storage_errors, storage_url
+from tasks.sweep_study import (
+    CONFIG_ATTR,
+    FINISHED,
+    count,
+    first_beat,
+    load_sweep_study,
+    storage_errors,
+    storage_url,
+)
 
 EXPERIMENT = "galaxy-sweep"
 EXIT_ENV = "GALAXY_SWEEP_EXIT_IN_TRIAL"  # fault injection: the trial number whose worker exits after epoch 1
@@ -118,22 +125,17 @@ def _start_retry(study: optuna.Study, trial: optuna.Trial) -> None:
             trial.set_user_attr(key, None)
 
 
-def first_beat(study: optuna.Study, trial: optuna.Trial) -> None:
-    """Record ``trial``'s heartbeat now, before the trial is marked as this worker's. Optuna's heartbeat thread
-    writes the first beat in the background, and a RUNNING trial without any beat is never failed as stale: a
-    worker that died before that write (seen when PostgreSQL stopped just then) left its trial RUNNING for ever."""
-    storage = study._storage  # Optuna keeps the storage and the trial id private
-    if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage):
-        storage.record_heartbeat(trial._trial_id)
-
-
-def make_objective(study: optuna.Study, config: SweepConfig, data_dir: str | Path) -> Callable[[optuna.Trial], float]:
-    """The function ``study.optimize`` calls: one trial, returns its final validation MSE."""
+def make_objective(
+    study: optuna.Study, config: SweepConfig, data_dir: str | Path, storage: RDBStorage | None = None
+) -> Callable[[optuna.Trial], float]:
+    """The function ``study.optimize`` calls: one trial, returns its final validation MSE. With the study's
+    ``storage`` (heartbeats on), a trial beats once before anything else (``first_beat``)."""
     client = mlflow.MlflowClient()
     exit_in, hang_in = os.environ.get(EXIT_ENV), os.environ.get(HANG_ENV)
 
     def objective(trial: optuna.Trial) -> float:
-        first_beat(study, trial)
+        if storage is not None:
+            first_beat(storage, study.study_name, trial.number)
         _start_retry(study, trial)
         trial.set_user_attr("worker", worker_id())
         child: dict[str, str] = {}
@@ -215,7 +217,7 @@ def run_worker(study_name: str, storage: str | None, data_dir: str | Path, worke
     """
     tracking.setup()
     with storage_errors(storage_url(storage), study_name):
-        study = load_sweep_study(storage, study_name, worker_index)
+        study, rdb = load_sweep_study(storage, study_name, worker_index)
         if CONFIG_ATTR not in study.user_attrs:
             raise UserError("study", f"{study_name!r} has no sweep config; start sweeps with galaxy sweep")
         config = SweepConfig.from_dict(study.user_attrs[CONFIG_ATTR])
@@ -227,7 +229,7 @@ def run_worker(study_name: str, storage: str | None, data_dir: str | Path, worke
             return 0
         ran: list[int] = []
         study.optimize(
-            make_objective(study, config, data_dir),
+            make_objective(study, config, data_dir, rdb),
             catch=(Exception,),  # a broken trial must not stop the sweep; the study records it FAIL
             callbacks=[
                 MaxTrialsCallback(config.n_trials, states=FINISHED),

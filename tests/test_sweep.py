@@ -30,8 +30,8 @@ from model.plotting.sweep import best_per_value
 from model.vqvae import PRESETS, lucidrains_defaults
 from tasks.sweep import run_sweep
 from tasks.sweep_space import SweepConfig, SweepSpace
-from tasks.sweep_study import STORAGE_ENV, create_study, open_rdb
-from tasks.sweep_trial import EXIT_ENV, EXPERIMENT, first_beat, make_objective
+from tasks.sweep_study import STORAGE_ENV, create_study, first_beat, open_rdb
+from tasks.sweep_trial import EXIT_ENV, EXPERIMENT, make_objective
 from tests.conftest import TINY_VQVAE, make_galaxy10, make_store, use_store
 
 GALAXY = str(Path(sys.executable).with_name("galaxy"))
@@ -132,7 +132,7 @@ def test_a_trial_whose_worker_dies_before_the_heartbeat_thread_beats_is_still_fa
     storage = open_rdb(f"sqlite:///{tmp_path}/optuna.db", {"heartbeat_interval": 1, "grace_period": 1, "max_retry": 0})
     study = optuna.create_study(study_name="s", storage=storage)
     beaten, silent = study.ask(), study.ask()  # RUNNING, as a worker's trial is the moment ask() returns
-    first_beat(study, beaten)  # what the objective does first; then this "worker" dies
+    first_beat(storage, "s", beaten.number)  # what the objective does first; then this "worker" dies
     time.sleep(2.5)  # past the grace period (SQLite keeps heartbeat times to the second)
     optuna.storages.fail_stale_trials(study)
     states = {t.number: t.state for t in study.get_trials(deepcopy=False)}

@@ -128,6 +128,8 @@ def test_create_study_once_keeps_its_settings_and_a_bad_url_is_a_user_error(tmp_
         create_study("not a url", "s")
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # ask() outside optimize(), on purpose
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # fail_stale_trials
 def test_a_trial_whose_worker_dies_before_the_heartbeat_thread_beats_is_still_failed_as_stale(tmp_path):
     storage = open_rdb(f"sqlite:///{tmp_path}/optuna.db", {"heartbeat_interval": 1, "grace_period": 1, "max_retry": 0})
     study = optuna.create_study(study_name="s", storage=storage)

@@ -177,7 +177,7 @@ def train_judge_run(
         ceiling = metrics.get(DRAWN_METRICS[1])  # what the labels themselves allow, beside what the judge scored
         note = (
             f"a judge that read every image right would reach a balanced accuracy of {ceiling:.1%} against these labels"
-            if ceiling
+            if ceiling is not None
             else ""
         )
         figure = confusion_figure(test_report["confusion"], names, f"Judge on the {source}", note)

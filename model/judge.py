@@ -212,6 +212,11 @@ def class_weights(labels: np.ndarray, num_classes: int, power: float) -> torch.T
     return torch.tensor(w, dtype=torch.float32)
 
 
+def trains_in_bf16(config: JudgeConfig, device: torch.device) -> bool:
+    """Whether ``train_judge`` runs its training step under bf16 autocast on ``device`` (asked and native)."""
+    return config.bf16 and native_bf16(device)
+
+
 def train_judge(
     config: JudgeConfig,
     train_images: np.ndarray | torch.Tensor,
@@ -250,7 +255,7 @@ def train_judge(
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=max(total, 1), pct_start=0.15
     )
-    amp = config.bf16 and native_bf16(device)
+    amp = trains_in_bf16(config, device)
 
     history: list[dict[str, float]] = []
     best_acc, best_epoch, best_state = -1.0, 0, None

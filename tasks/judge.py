@@ -22,12 +22,11 @@ from model.config import from_preset
 from model.data import load_labelled, load_prepared
 from model.errors import UserError
 from model.galaxy10 import CLASS_NAMES
-from model.judge import PRESETS, MorphologyCNN, predict, train_judge
+from model.judge import PRESETS, MorphologyCNN, predict, train_judge, trains_in_bf16
 from model.metrics import balanced_accuracy, balanced_hit_rate, classification_report
 from model.plotting.evaluation import confusion_figure, precision_recall_figure
 from model.source import blake3_file
 from model.synth_labels import drawn_classes_of
-from model.training import native_bf16
 from model.utils import pick_device
 from tasks import registry, tracking
 from tasks.cache import stage_cache_key
@@ -136,7 +135,7 @@ def train_judge_run(
             "n_test": len(test_x),
             **({"real": str(real), "n_real": len(real_y)} if real is not None else {}),
         },
-        params={"train_precision": "bf16" if config.bf16 and native_bf16(pick_device(config.device)) else "float32"},
+        params={"train_precision": "bf16" if trains_in_bf16(config, pick_device(config.device)) else "float32"},
         tags={"trained_on": f"{data.meta['source']} train split"},
     )
     if run.complete:

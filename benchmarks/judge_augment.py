@@ -1,11 +1,11 @@
 """Benchmark E1: seconds per judge training epoch with augmentation at full resolution vs after input pooling.
 
 The `demo` judge pools its 128-px input to 64 px, yet by default flips, rotates and applies the survey nuisances
-(model.nuisance) at 128 px; `augment_pooled=True` pools the batch first. For each mode this times, on the
-training split of a prepared dataset: the augmentation alone over one epoch's batches (`augmented_batch`), and one
-full training epoch (`train_judge`'s `epoch_time_s`, the optimizer steps without validation). The modes alternate
-(F, P, F, P, ...) so that a slow spell of a shared machine hits both; medians are printed. Set the thread count
-from outside (OMP_NUM_THREADS=1 for one thread).
+(model.nuisance) at 128 px; `augment_pooled=True` augments after the pooling (done once, before the first epoch).
+For each mode this times, on the training split of a prepared dataset: the augmentation alone over one epoch's
+batches (`augmented_batch`), and one full training epoch (`train_judge`'s `epoch_time_s`, the optimizer steps
+without validation). The modes alternate (F, P, F, P, ...) so that a slow spell of a shared machine hits both;
+medians are printed. Set the thread count from outside (OMP_NUM_THREADS=1 for one thread).
 
     OMP_NUM_THREADS=1 python benchmarks/judge_augment.py [/path/to/prepared [repeats]]
 
@@ -26,12 +26,14 @@ import torch
 
 from model.config import from_preset
 from model.data import load_prepared
-from model.judge import PRESETS, MorphologyCNN, augmented_batch, train_judge
+from model.judge import PRESETS, MorphologyCNN, augmented_batch, train_judge, training_inputs
 
 
 def augmentation_seconds(config, images: torch.Tensor) -> float:
-    """Seconds to augment one epoch's batches (no model step)."""
+    """Seconds to augment one epoch's batches (no model step; the one-off pooling of ``training_inputs`` not
+    counted)."""
     model = MorphologyCNN(config)
+    images = training_inputs(model, images)
     generator = torch.Generator().manual_seed(0)
     perm = torch.randperm(len(images), generator=generator)  # (N,)
     start = time.perf_counter()

@@ -187,18 +187,33 @@ def _evaluate(
     return loss / len(images), float(hit.mean()), float(recall[counts > 0].mean())
 
 
+def pools_once(config: JudgeConfig) -> bool:
+    """Whether training pools its images once, before the first epoch (``training_inputs``)."""
+    return config.augment and config.augment_pooled
+
+
+@torch.no_grad()
+def training_inputs(model: MorphologyCNN, images: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """What training batches are drawn from: the (N, H, W, 3) uint8 images as they are or, when the model
+    augments pooled images (``pools_once``), those images in [-1, 1] pooled once for every epoch, (N, h, w, 3)
+    float32 (the layout the flips act on; per image the very values pooling each batch would give)."""
+    if not pools_once(model.config):
+        return images
+    parts = [model.pool(uint8_to_unit(images[s : s + chunk])) for s in range(0, len(images), chunk)]
+    return torch.cat(parts).permute(0, 2, 3, 1).contiguous() if parts else images.float()
+
+
 def augmented_batch(model: MorphologyCNN, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, h, w) in [-1, 1] as training feeds the model: flipped and rotated, then
-    under survey nuisances, when ``augment``; with ``augment_pooled`` pooled first (h = H / input_pool), else
-    h = H. The draws from ``generator`` are the same either way."""
+    """Rows of ``training_inputs`` -> (B, 3, h, w) in [-1, 1] as training feeds the model: flipped and rotated,
+    then under survey nuisances, when ``augment``; with ``augment_pooled`` at the pooled resolution
+    (h = H / input_pool), else h = H. The draws from ``generator`` are the same either way."""
     config = model.config
     if not config.augment:
         return uint8_to_unit(batch)  # (B, 3, H, W)
     if not config.augment_pooled:
         x = uint8_to_unit(augment_square(batch, generator))  # (B, 3, H, W)
         return survey_nuisance(x, generator, config.nuisance, config.blur)
-    x = model.pool(uint8_to_unit(batch))  # (B, 3, h, w): the resolution the conv blocks see
-    x = augment_square(x.permute(0, 2, 3, 1), generator).permute(0, 3, 1, 2)  # flips act on (B, h, w, 3)
+    x = augment_square(batch, generator).permute(0, 3, 1, 2)  # (B, 3, h, w): flips act on (B, h, w, 3)
     return survey_nuisance(x, generator, config.nuisance, config.blur, pixel_scale=config.input_pool)
 
 
@@ -241,13 +256,13 @@ def train_judge(
     model = MorphologyCNN(config).to(device)
     generator = torch.Generator().manual_seed(config.seed)  # batch order and augmentation (CPU)
 
-    data = as_tensor(train_images, device)  # (N, H, W, 3) uint8
+    inputs = training_inputs(model, as_tensor(train_images, device))  # (N, H, W, 3) uint8 or (N, h, w, 3) pooled
     labels = as_tensor(train_labels, device).long()  # (N,)
     val_data = as_tensor(val_images, device)
     val_y = as_tensor(val_labels, device).long()
     weights = class_weights(labels_np, config.num_classes, config.class_balance)
     weights = weights.to(device) if weights is not None else None
-    n = len(data)
+    n = len(inputs)
     batch_size = min(config.batch_size, n)
     steps_per_epoch = n // batch_size  # last partial batch dropped; the shuffle changes every epoch
     total = steps_per_epoch * config.epochs
@@ -276,9 +291,9 @@ def train_judge(
         t0 = time.perf_counter()
         for i in range(steps_per_epoch):
             idx = perm[i * batch_size : (i + 1) * batch_size]
-            x, y = augmented_batch(model, data[idx], generator), labels[idx]  # (B, 3, h, w), (B,)
+            x, y = augmented_batch(model, inputs[idx], generator), labels[idx]  # (B, 3, h, w), (B,)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(x, pooled=config.augment and config.augment_pooled)
+                logits = model(x, pooled=pools_once(config))
             loss = F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -17,6 +17,7 @@ from model.errors import UserError
 from model.galaxy10 import CLASS_NAMES
 from model.plotting import evaluation as figures
 from model.training import Hooks, augment_square
+from model.utils import uint8_to_unit
 
 TINY = judge.JudgeConfig(
     image_size=16,
@@ -366,3 +367,14 @@ def test_native_bf16_means_cuda_or_a_cpu_with_amx(monkeypatch):
     for amx in (True, False):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
         assert training.native_bf16(torch.device("cpu")) is amx
+
+
+def test_training_pools_once_the_values_each_batch_would_have_pooled():
+    images = torch.from_numpy(colour_task(40, 0)[0]).repeat(1, 2, 2, 1)  # (40, 32, 32, 3)
+    pooled = judge.MorphologyCNN(dataclasses.replace(TINY, image_size=32, input_pool=2, augment_pooled=True))
+    inputs = judge.training_inputs(pooled, images, chunk=16)  # three chunks, the last one short
+    assert inputs.shape == (40, 16, 16, 3) and inputs.dtype == torch.float32
+    rows = torch.tensor([39, 3, 17, 16])
+    assert torch.equal(inputs[rows], pooled.pool(uint8_to_unit(images[rows])).permute(0, 2, 3, 1))
+    for config in (TINY, dataclasses.replace(TINY, input_pool=2), dataclasses.replace(TINY, augment=False)):
+        assert judge.training_inputs(judge.MorphologyCNN(config), images) is images  # batches pooled as drawn

@@ -91,7 +91,9 @@ PRESETS: dict[str, JudgeConfig] = {
     # independent synthetic images (seed 1): 18: 0.842 / 0.826, 22: 0.847 / 0.841, 26: 0.860 / 0.859, 30: 0.870 /
     # 0.864 (stop 24). Stop 26: bf16 autocast on an AMX CPU makes a step 1.46x faster at the same accuracy, so 30
     # epochs (bf16, seeds 0 / 1: 0.868 / 0.867; 36: 0.871 / 0.875, 44: 0.873) cost less than 26 did; on a CPU
-    # without AMX they cost 15 % more than 26
+    # without AMX they cost 15 % more than 26. Stop 27: label_smoothing 0.1 classifies better (0.875 / 0.873) but
+    # pulls each class's features together, so Fréchet distances see less of a VQ-VAE's blur (the ceiling 7.04
+    # -> 3.71, generated / ceiling 2.97x -> 3.53x on the same images): not for the evaluation's judge
     "demo": JudgeConfig(
         input_pool=2, augment_pooled=True, widths=(16, 32, 64, 128), epochs=30, batch_size=32, dropout=0.1, **ROBUST
     ),

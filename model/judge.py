@@ -199,10 +199,10 @@ def training_inputs(model: MorphologyCNN, images: torch.Tensor, chunk: int = 512
     """What training batches are drawn from: the (N, H, W, 3) uint8 images as they are or, when the model
     augments pooled images (``pools_once``), those images in [-1, 1] pooled once for every epoch, (N, h, w, 3)
     float32 (the layout the flips act on; per image the very values pooling each batch would give)."""
-    if not pools_once(model.config):
+    if not pools_once(model.config) or len(images) == 0:
         return images
     parts = [model.pool(uint8_to_unit(images[s : s + chunk])) for s in range(0, len(images), chunk)]
-    return torch.cat(parts).permute(0, 2, 3, 1).contiguous() if parts else images.float()
+    return torch.cat(parts).permute(0, 2, 3, 1).contiguous()
 
 
 def augmented_batch(model: MorphologyCNN, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model import pose
 from model.errors import UserError
 from model.prior import ConditionalPrior
 from model.transformer import KVCache
@@ -240,8 +241,8 @@ class Samples(NamedTuple):
     """What one call of ``sample`` returns, in the order of the requested labels."""
 
     images: np.ndarray  # (N, S, S, 3) uint8
-    latents: np.ndarray  # (N, D, h, w) float32, the quantized latents z_q
-    indices: np.ndarray  # (N, h, w) int64 codebook indices
+    latents: np.ndarray  # (N, D, h, w) float32, the quantized latents z_q (a pose prior's: of the unturned image)
+    indices: np.ndarray  # (N, h, w) int64 codebook indices (a pose prior's: in the canonical pose)
 
 
 def check_compatible(prior: ConditionalPrior, vqvae: VQVAE) -> None:
@@ -276,7 +277,8 @@ def sample(
     class or a value is guided, a row with neither is unconditional. ``cfg_scale`` and ``temperature`` are
     one value or one per entry of ``labels`` (a grid of settings in one pass: every step costs about the same
     for 20 rows as for 200). ``top_p`` defaults to ``DEFAULT_TOP_P`` (1 samples the prior's distribution as it
-    is). ``progress(k)`` is called with the number of token steps done so far, summed over batches.
+    is). ``progress(k)`` is called with the number of token steps done so far, summed over batches. A pose prior's
+    images are each turned by a random symmetry of the square (``model.pose``): its codes are in the canonical pose.
     """
     check_compatible(prior, vqvae)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -321,7 +323,13 @@ def sample(
             )
             grids[chunk] = prior.with_border(out, generator).cpu().numpy()  # a crop prior's border drawn here
             steps_done += prior.seq_len
-    return decode_tokens(vqvae, grids, batch_size=batch_size)
+    drawn = decode_tokens(vqvae, grids, batch_size=batch_size)
+    if not prior.config.pose:
+        return drawn
+    # a pose prior draws galaxies in their canonical pose: each image is turned by a random symmetry, drawn
+    # after every code so that the codes are those of the same seed without pose
+    elements = torch.randint(0, pose.SYMMETRIES, (len(labels),), generator=generator, device=device)
+    return drawn._replace(images=pose.turn(drawn.images, elements.cpu().numpy()))
 
 
 @torch.no_grad()

@@ -60,12 +60,12 @@ def train_prior_run(
     vqvae, _ = registry.load_vqvae(vqvae_uri)
     vc = vqvae.config
     config = from_preset(PRESETS, preset_name, vocab_size=vc.codebook_size, grid_h=vc.grid, grid_w=vc.grid, **overrides)
-    tokens_dir = tokenize_dataset(vqvae_uri, data_dir)
+    tokens_dir = tokenize_dataset(vqvae_uri, data_dir, pose=config.pose)
     tokens = np.load(tokens_dir / "tokens.npy", mmap_mode="r")
     x_train, y_train = np.asarray(tokens[train_idx]), data.labels[train_idx].astype(np.int64)
     x_val, y_val = np.asarray(tokens[val_idx]), data.labels[val_idx].astype(np.int64)
     v_train, v_val = (column[train_idx], column[val_idx]) if column is not None else (None, None)
-    scope = registry.tokenizer_scope(get_model_info(vqvae_uri).run_id, config.condition, config.crop)
+    scope = registry.tokenizer_scope(get_model_info(vqvae_uri).run_id, config.condition, config.crop, config.pose)
     run = TrainingRun(
         "prior",
         EXPERIMENT,

@@ -32,13 +32,15 @@ SAMPLER_TOP_P = 0.9  # the signature's top_p default: model.sampling.DEFAULT_TOP
 EVAL_TOP_P = "eval_top_p"  # on a sampler's run beside its evaluation scores: the top-p its samples were drawn at
 
 
-def tokenizer_scope(vqvae_run_id: str, condition: str | None, crop: int = 0) -> str:
+def tokenizer_scope(vqvae_run_id: str, condition: str | None, crop: int = 0, pose: bool = False) -> str:
     """The ``tokenizer`` tag of a sampler: the MLflow run id of the VQ-VAE whose codes it models, the numeric
-    condition when the prior has one, and the crop when it models only the central codes. Validation bits/token
-    compare only within one scope: another codebook's tokens are other symbols, a prior that also reads the
-    redshift predicts them from more than the class, and a crop prior counts other tokens (the galaxy's)."""
+    condition when the prior has one, the crop when it models only the central codes, and ``@pose`` when it
+    models the codes of images turned to their canonical pose. Validation bits/token compare only within one
+    scope: another codebook's tokens are other symbols, a prior that also reads the redshift predicts them from
+    more than the class, a crop prior counts other tokens (the galaxy's), and a pose prior other images'."""
     scope = vqvae_run_id if condition is None else f"{vqvae_run_id}+{condition}"
-    return f"{scope}@crop{crop}" if crop else scope
+    scope = f"{scope}@crop{crop}" if crop else scope
+    return f"{scope}@pose" if pose else scope
 
 
 PYFUNC_DIR = Path(__file__).with_name("pyfunc")

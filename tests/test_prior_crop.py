@@ -78,3 +78,5 @@ def test_bits_of_a_crop_prior_compare_only_with_the_same_crop():
     assert tokenizer_scope("run1", None) == "run1"
     assert tokenizer_scope("run1", "redshift", 12) == "run1+redshift@crop12"
     assert tokenizer_scope("run1", None, 12) != tokenizer_scope("run1", None, 10) != tokenizer_scope("run1", None)
+    assert tokenizer_scope("run1", "redshift", 12, pose=True) == "run1+redshift@crop12@pose"
+    assert tokenizer_scope("run1", None, 12, pose=True) != tokenizer_scope("run1", None, 12)

@@ -152,6 +152,24 @@ def test_tokens_are_cached_per_vqvae(trained):
     assert tokens.shape == (120, 64) and tokens.dtype == np.uint16 and tokens.max() < 32
 
 
+def test_pose_tokens_are_those_of_the_turned_images_cached_apart(trained):
+    from model.data import load_prepared
+    from model.pose import canonical_pose
+    from model.train_vqvae import tokenize_images
+
+    vq, pr, data = trained
+    folder = tokenize_dataset(vq.model_uri, data, pose=True)
+    assert folder != tokenize_dataset(vq.model_uri, data) and json.loads((folder / "meta.json").read_text())["pose"]
+    vqvae, _ = registry.load_vqvae(vq.model_uri)
+    turned, elements = canonical_pose(np.asarray(load_prepared(data).images))
+    assert len(set(elements.tolist())) > 1  # the tiny set's galaxies lie at several angles
+    np.testing.assert_array_equal(np.load(folder / "tokens.npy"), tokenize_images(vqvae, turned))
+    # the demo prior models them, and its bits/token count only beside other pose priors
+    assert mlflow.get_run(pr.run_id).data.tags[registry.TOKENIZER_TAG] == registry.tokenizer_scope(
+        vq.run_id, None, 6, pose=True
+    )
+
+
 def test_sample_command_and_its_bad_input(trained, tmp_path, monkeypatch):
     from cli.main import app
 

@@ -7,7 +7,9 @@ a change to the judge can move the flow's number by less than its noise. This tr
 (default set, 3,000 images, seed 0, 128 px, training split, validation split for the best epoch) and scores it on
 that test split and on an independent set (4,000 images synthesized with seed 1, all of them), each against the
 labels and against the drawn classes (``model.synth_labels.drawn_classes``), beside what a judge that named every
-drawn class would score against the labels. Both synthetic files are cached like the pipeline's.
+drawn class would score against the labels, and what this judge should score on the test split given how it names
+each drawn class on the independent set (``expected_balanced``: how hard the split is, the judge's luck aside).
+Both synthetic files are cached like the pipeline's.
 
     python benchmarks/judge_quality.py                      # the demo preset, seed 0
     python benchmarks/judge_quality.py --seeds 0,1 --override '{"epochs": 30}'
@@ -46,6 +48,18 @@ def balanced(predicted: np.ndarray, truth: np.ndarray) -> float:
     return balanced_hit_rate(predicted == truth, truth)
 
 
+def expected_balanced(predicted: np.ndarray, drawn: np.ndarray, labels: np.ndarray, drawn_there: np.ndarray) -> float:
+    """The balanced accuracy a judge should score against ``labels`` of a set whose images were drawn as
+    ``drawn_there``, if it named each drawn class there as it named them where it predicted ``predicted`` for
+    images drawn as ``drawn`` (its confusion from drawn class to verdict, carried over): how hard that set's
+    labels are for this judge, with the judge's own noise averaged out."""
+    k = int(max(drawn.max(), drawn_there.max(), labels.max())) + 1
+    confusion = np.zeros((k, k))
+    np.add.at(confusion, (drawn, predicted), 1.0)
+    rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1.0)  # P(verdict | drawn class)
+    return float(np.mean([rates[drawn_there[labels == c], c].mean() for c in np.unique(labels)]))
+
+
 def scored_set(name: str, seed: int, n: int, tmp: Path, split: str | None):
     """(images, labels, drawn classes) of a synthetic set: the ``split`` of the prepared file, or all of it."""
     prepare(synth_file(n, 256, seed), tmp / name, size=SIZE, seed=seed)
@@ -82,9 +96,10 @@ def main() -> None:
             p_test, p_ind = (predict(model, x)[0].argmax(1) for x in (test_x, ind_x))
             row = [balanced(p_ind, ind_y), balanced(p_ind, ind_d), balanced(p_test, test_y), balanced(p_test, test_d)]
             rows.append(row)
+            expected = expected_balanced(p_ind, ind_d, test_y, test_d)
             print(
                 f"seed {seed} ({seconds:.0f} s): independent {row[0]:.3f} (drawn {row[1]:.3f}), "
-                f"test split {row[2]:.3f} (drawn {row[3]:.3f})"
+                f"test split {row[2]:.3f} (drawn {row[3]:.3f}; expected from the independent set {expected:.3f})"
             )
     mean = np.mean(rows, axis=0)
     print(

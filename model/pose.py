@@ -8,9 +8,10 @@ uniformly (``turn``). The symmetries move pixels without interpolation, the VQ-V
 (``model.training.augment_square``), and the orientations of the data are spread evenly over D4, so the turned
 samples are spread over the sky as the data are.
 
-The major axis is that of the second moments of the sky-subtracted light (grey level less the image's median)
-under a central Gaussian window (``WINDOW`` of the side), which keeps stars and companions near the border out.
-For a round galaxy the axis is noise, and so is its pose: nothing is lost.
+The major axis is that of the second moments of the central galaxy's light: its segment of the sky-subtracted
+image, found as the realism statistics find it (``model.realism_stats.segment``), so that neither the noise nor
+a star or companion beside it pulls the axis. An image without a central galaxy keeps its pose. For a round
+galaxy the axis is noise, and so is its pose: nothing is lost.
 
 Symmetry element k (0-7) of an (..., H, W, C) image: bit 1 flips the columns, bit 2 the rows, then bit 4
 transposes (``turn``). On an axis at theta degrees (x = column, y = row): a column or row flip maps it to
@@ -24,43 +25,34 @@ from __future__ import annotations
 import numpy as np
 
 from model.errors import UserError
+from model.realism_stats import second_moments, segment
 
-WINDOW = 0.2  # sigma of the central window, as a fraction of the image side
 FLIP_COLUMNS, FLIP_ROWS, TRANSPOSE = 1, 2, 4  # bits of a symmetry element
 SYMMETRIES = 8  # |D4|
 
 
 def _check(images: np.ndarray) -> None:
-    if images.ndim != 4 or images.shape[1] != images.shape[2]:
-        raise UserError("images", f"pose needs (N, H, W, C) square images, got shape {images.shape}")
+    if images.ndim != 4 or images.shape[1] != images.shape[2] or images.shape[3] != 3:
+        raise UserError("images", f"pose needs (N, H, W, 3) square RGB images, got shape {images.shape}")
 
 
-def major_axis_angle(images: np.ndarray, window: float = WINDOW, chunk: int = 256) -> np.ndarray:
-    """(N, H, W, C) images -> (N,) float64 angle of the major axis in [0, 180) degrees from the rows
-    (x = column, y = row), from the second moments of the sky-subtracted light under a central Gaussian window."""
+def major_axis_angle(images: np.ndarray) -> np.ndarray:
+    """(N, H, W, C) uint8 images -> (N,) float64 angle of the central galaxy's major axis in [0, 180) degrees from
+    the rows (x = column, y = row), from the second moments of its segment; NaN where there is no central galaxy."""
     _check(images)
-    n, side = images.shape[0], images.shape[1]
-    yy, xx = np.mgrid[:side, :side].astype(np.float64) - (side - 1) / 2  # (H, W) each
-    win = np.exp(-(xx**2 + yy**2) / (2 * (window * side) ** 2))  # (H, W)
-    angles = np.empty(n, dtype=np.float64)
-    for s in range(0, n, chunk):
-        grey = np.asarray(images[s : s + chunk], dtype=np.float64).mean(axis=-1)  # (B, H, W)
-        sky = np.median(grey.reshape(len(grey), -1), axis=1)[:, None, None]  # (B, 1, 1)
-        w = np.maximum(grey - sky, 0.0) * win  # (B, H, W)
-        total = w.sum(axis=(1, 2)) + 1e-12  # (B,)
-        mx = (w * xx).sum(axis=(1, 2)) / total  # (B,) centroid
-        my = (w * yy).sum(axis=(1, 2)) / total
-        dx, dy = xx - mx[:, None, None], yy - my[:, None, None]  # (B, H, W)
-        ixx = (w * dx * dx).sum(axis=(1, 2))
-        iyy = (w * dy * dy).sum(axis=(1, 2))
-        ixy = (w * dx * dy).sum(axis=(1, 2))
-        angles[s : s + chunk] = np.degrees(0.5 * np.arctan2(2 * ixy, ixx - iyy)) % 180.0
+    angles = np.full(images.shape[0], np.nan)
+    for i in range(images.shape[0]):
+        seg = segment(np.asarray(images[i]))
+        moments = second_moments(seg.sub, seg.galaxy) if seg.galaxy is not None else None
+        if moments is not None:
+            _, _, ixx, iyy, ixy = moments
+            angles[i] = np.degrees(0.5 * np.arctan2(2 * ixy, ixx - iyy)) % 180.0
     return angles
 
 
 def canonical_elements(angles: np.ndarray) -> np.ndarray:
-    """(N,) major-axis angles in [0, 180) -> (N,) the symmetry that brings each into [0, 45] degrees."""
-    a = np.asarray(angles, dtype=np.float64) % 180.0
+    """(N,) major-axis angles in [0, 180) -> (N,) the symmetry that brings each into [0, 45] degrees (NaN: none)."""
+    a = np.nan_to_num(np.asarray(angles, dtype=np.float64), nan=0.0) % 180.0
     # [0, 45]: as it is; (45, 90]: transpose (90 - a); (90, 135]: column flip then transpose (a - 90);
     # (135, 180): column flip (180 - a)
     quarter = np.select([a <= 45, a <= 90, a <= 135], [0, TRANSPOSE, FLIP_COLUMNS | TRANSPOSE], FLIP_COLUMNS)
@@ -68,7 +60,7 @@ def canonical_elements(angles: np.ndarray) -> np.ndarray:
 
 
 def turn(images: np.ndarray, elements: np.ndarray | int) -> np.ndarray:
-    """(N, H, W, C) images, each under its symmetry element (one int: all under it) -> a new (N, H, W, C) array."""
+    """(N, H, W, 3) images, each under its symmetry element (one int: all under it) -> a new (N, H, W, 3) array."""
     _check(images)
     elements = np.broadcast_to(np.asarray(elements, dtype=np.int64), (images.shape[0],))
     if elements.size and (elements.min() < 0 or elements.max() >= SYMMETRIES):
@@ -87,7 +79,7 @@ def turn(images: np.ndarray, elements: np.ndarray | int) -> np.ndarray:
     return out
 
 
-def canonical_pose(images: np.ndarray, window: float = WINDOW) -> tuple[np.ndarray, np.ndarray]:
-    """(N, H, W, C) images -> (the images with their major axes at 0-45 degrees, (N,) the symmetry used)."""
-    elements = canonical_elements(major_axis_angle(images, window))
+def canonical_pose(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, H, W, C) uint8 images -> (the images with their major axes at 0-45 degrees, (N,) the symmetry used)."""
+    elements = canonical_elements(major_axis_angle(images))
     return turn(images, elements), elements

@@ -94,37 +94,65 @@ def _geometry(side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return dist, dist > BORDER * side, np.stack([yy, xx])
 
 
-def measure_image(image: np.ndarray, scale: float) -> dict[str, float]:
-    """Every statistic of one (S, S, 3) uint8 image whose pixels are ``scale`` arcsec wide (NaN where undefined)."""
+@dataclass(frozen=True)
+class Segmentation:
+    """What ``segment`` finds in one image: per-band sky and noise, the sky-subtracted image, the valid sources
+    and the central galaxy's pixels (None: no segment comes close enough to the centre)."""
+
+    sky: np.ndarray  # (C,) clipped median of the border
+    noise: np.ndarray  # (C,) clipped standard deviation of the border
+    sub: np.ndarray  # (S, S, C) float64 above the sky
+    sources: int  # valid segments (at least MIN_AREA_PX px), the central galaxy's included
+    galaxy: np.ndarray | None  # (S, S) bool mask of the central galaxy's segment
+
+
+def segment(image: np.ndarray) -> Segmentation:
+    """Sky, noise, sources and the central galaxy of one (S, S, 3) uint8 image, as the module docstring says."""
     side = image.shape[0]
     dist, border, _ = _geometry(side)
     x = image.astype(np.float64)  # (S, S, C)
-    out: dict[str, float] = {}
-    sky = np.empty(3)
-    for c, band in enumerate("rgb"):
-        sky[c], out[f"noise_{band}"] = clipped_stats(x[..., c][border])
-        out[f"sky_{band}"] = sky[c]
+    sky, noise = np.empty(3), np.empty(3)
+    for c in range(3):
+        sky[c], noise[c] = clipped_stats(x[..., c][border])
     sub = x - sky  # (S, S, C) above the sky
-    lum = sub.mean(axis=2)  # (S, S)
-    smooth = ndimage.gaussian_filter(lum, SMOOTH_PX)
+    smooth = ndimage.gaussian_filter(sub.mean(axis=2), SMOOTH_PX)
     smooth_sky, smooth_noise = clipped_stats(smooth[border])
-    detect = smooth - smooth_sky
-    segments, n = ndimage.label(detect > DETECT_K * max(smooth_noise, 1e-6))
-    area_arcmin2 = (side * scale / 60.0) ** 2
-    galaxy = 0
-    if n:
-        ids = np.arange(1, n + 1)
-        areas = np.bincount(segments.ravel(), minlength=n + 1)[1:]  # (n,)
-        nearest = np.asarray(ndimage.minimum(dist, segments, ids))  # (n,) closest approach to the centre
-        valid = areas >= MIN_AREA_PX
-        central = valid & (nearest <= CENTRE_RADIUS * side)
-        if central.any():
-            galaxy = int(ids[central][np.argmin(nearest[central])])
-        out["source_density"] = (int(valid.sum()) - (galaxy > 0)) / area_arcmin2
-    else:
-        out["source_density"] = 0.0
-    out.update(galaxy_stats(sub, segments == galaxy, scale) if galaxy else dict.fromkeys(GALAXY_STATS, math.nan))
+    segments, n = ndimage.label(smooth - smooth_sky > DETECT_K * max(smooth_noise, 1e-6))
+    if not n:
+        return Segmentation(sky, noise, sub, 0, None)
+    ids = np.arange(1, n + 1)
+    areas = np.bincount(segments.ravel(), minlength=n + 1)[1:]  # (n,)
+    nearest = np.asarray(ndimage.minimum(dist, segments, ids))  # (n,) closest approach to the centre
+    valid = areas >= MIN_AREA_PX
+    central = valid & (nearest <= CENTRE_RADIUS * side)
+    galaxy = segments == ids[central][np.argmin(nearest[central])] if central.any() else None
+    return Segmentation(sky, noise, sub, int(valid.sum()), galaxy)
+
+
+def measure_image(image: np.ndarray, scale: float) -> dict[str, float]:
+    """Every statistic of one (S, S, 3) uint8 image whose pixels are ``scale`` arcsec wide (NaN where undefined)."""
+    seg = segment(image)
+    out: dict[str, float] = {}
+    for c, band in enumerate("rgb"):
+        out[f"sky_{band}"], out[f"noise_{band}"] = seg.sky[c], seg.noise[c]
+    area_arcmin2 = (image.shape[0] * scale / 60.0) ** 2
+    out["source_density"] = (seg.sources - (seg.galaxy is not None)) / area_arcmin2
+    found = seg.galaxy is not None
+    out.update(galaxy_stats(seg.sub, seg.galaxy, scale) if found else dict.fromkeys(GALAXY_STATS, math.nan))
     return {name: float(out[name]) if np.isfinite(out[name]) else math.nan for name in STAT_NAMES}
+
+
+def second_moments(sub: np.ndarray, mask: np.ndarray) -> tuple[float, float, float, float, float] | None:
+    """Centroid (cy, cx) and second moments (ixx, iyy, ixy), px, of the luminance clipped at 0 on the segment
+    ``mask`` (S, S) of a sky-subtracted (S, S, C) image (x = column, y = row); None when it holds no light."""
+    ys, xs = np.nonzero(mask)  # (P,) each
+    w = np.clip(sub[ys, xs].mean(axis=1), 0.0, None)  # (P,)
+    total = w.sum()
+    if total <= 0:
+        return None
+    cy, cx = (w * ys).sum() / total, (w * xs).sum() / total
+    dy, dx = ys - cy, xs - cx
+    return cy, cx, (w * dx * dx).sum() / total, (w * dy * dy).sum() / total, (w * dx * dy).sum() / total
 
 
 GALAXY_STATS = ("colour_br", "colour_gr", "chroma", "r_half", "concentration", "axis_ratio", "central_brightness")
@@ -146,9 +174,8 @@ def galaxy_stats(sub: np.ndarray, mask: np.ndarray, scale: float) -> dict[str, f
         out["colour_br"], out["colour_gr"] = flux[2] / flux[0], flux[1] / flux[0]
     if lum.sum() > 0:
         out["chroma"] = float((pix.max(axis=1) - pix.min(axis=1)).sum() / lum.sum())
-    cy, cx = (w * ys).sum() / total, (w * xs).sum() / total
+    cy, cx, ixx, iyy, ixy = second_moments(sub, mask)
     dy, dx = ys - cy, xs - cx
-    ixx, iyy, ixy = (w * dx * dx).sum() / total, (w * dy * dy).sum() / total, (w * dx * dy).sum() / total
     half_diff = math.hypot((ixx - iyy) / 2, ixy)
     major, minor = (ixx + iyy) / 2 + half_diff, max((ixx + iyy) / 2 - half_diff, 0.0)
     if major <= 0:

@@ -167,8 +167,10 @@ PRESETS: dict[str, PriorConfig] = {
     # cfg-3 accuracy from 0.616 to 0.648 (by the other judges -0.006 to +0.024; samples of seed 1: FD 2.96x ->
     # 2.73x, cfg-3 0.616 -> 0.608, so the FD gain holds and the cfg-3 one is seed 0's luck). ~40 s more.
     # Stop 28: pose-normalised codes (model.pose; the same VQ-VAE, epochs and seed), samples of seeds 0 / 1 by
-    # the flow's judge: cfg-3 0.650 / 0.664 (was 0.648 / 0.608), FD generated / ceiling 1.96x / 1.74x (was 2.56x
-    # / 2.73x), validation 6.017 bits/token on the turned codes; edge-on disks come out straight, not kinked.
+    # the flow's judge: cfg-3 0.686 / 0.718 (was 0.648 / 0.608), FD generated / ceiling 2.02x / 2.12x (was 2.56x
+    # / 2.73x), validation 6.010 bits/token on the turned codes; edge-on disks come out straight, not kinked.
+    # The axis of windowed light instead of the central segment's (wrong on 35 % of elongated galaxies): cfg-3
+    # 0.650 / 0.664, FD 1.96x / 1.74x, 6.017 bits/token.
     "demo": PriorConfig(
         dim=64,
         heads=4,

@@ -13,11 +13,11 @@ image, found as the realism statistics find it (``model.realism_stats.segment``)
 a star or companion beside it pulls the axis. An image without a central galaxy keeps its pose. For a round
 galaxy the axis is noise, and so is its pose: nothing is lost.
 
-Symmetry element k (0-7) of an (..., H, W, C) image: bit 1 flips the columns, bit 2 the rows, then bit 4
+Symmetry element k (0-7) of an (N, H, W, 3) image: bit 1 flips the columns, bit 2 the rows, then bit 4
 transposes (``turn``). On an axis at theta degrees (x = column, y = row): a column or row flip maps it to
 180 - theta, the transpose to 90 - theta.
 
-Dimension letters: N images, H = W side, C channels.
+Dimension letters: N images, H = W side (3 colour channels last).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _check(images: np.ndarray) -> None:
 
 
 def major_axis_angle(images: np.ndarray) -> np.ndarray:
-    """(N, H, W, C) uint8 images -> (N,) float64 angle of the central galaxy's major axis in [0, 180) degrees from
+    """(N, H, W, 3) uint8 images -> (N,) float64 angle of the central galaxy's major axis in [0, 180) degrees from
     the rows (x = column, y = row), from the second moments of its segment; NaN where there is no central galaxy."""
     _check(images)
     angles = np.full(images.shape[0], np.nan)

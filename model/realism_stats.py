@@ -147,9 +147,12 @@ def second_moments(sub: np.ndarray, mask: np.ndarray) -> tuple[float, float, flo
     ``mask`` (S, S) of a sky-subtracted (S, S, C) image (x = column, y = row); None when it holds no light."""
     ys, xs = np.nonzero(mask)  # (P,) each
     w = np.clip(sub[ys, xs].mean(axis=1), 0.0, None)  # (P,)
+    return _moments(ys, xs, w) if w.sum() > 0 else None
+
+
+def _moments(ys: np.ndarray, xs: np.ndarray, w: np.ndarray) -> tuple[float, float, float, float, float]:
+    """(cy, cx, ixx, iyy, ixy) of pixels at rows ``ys``, columns ``xs`` (P,) with weights ``w`` (P,), sum > 0."""
     total = w.sum()
-    if total <= 0:
-        return None
     cy, cx = (w * ys).sum() / total, (w * xs).sum() / total
     dy, dx = ys - cy, xs - cx
     return cy, cx, (w * dx * dx).sum() / total, (w * dy * dy).sum() / total, (w * dx * dy).sum() / total
@@ -174,7 +177,7 @@ def galaxy_stats(sub: np.ndarray, mask: np.ndarray, scale: float) -> dict[str, f
         out["colour_br"], out["colour_gr"] = flux[2] / flux[0], flux[1] / flux[0]
     if lum.sum() > 0:
         out["chroma"] = float((pix.max(axis=1) - pix.min(axis=1)).sum() / lum.sum())
-    cy, cx, ixx, iyy, ixy = second_moments(sub, mask)
+    cy, cx, ixx, iyy, ixy = _moments(ys, xs, w)  # the pixels and weights above: not found twice
     dy, dx = ys - cy, xs - cx
     half_diff = math.hypot((ixx - iyy) / 2, ixy)
     major, minor = (ixx + iyy) / 2 + half_diff, max((ixx + iyy) / 2 - half_diff, 0.0)

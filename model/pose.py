@@ -80,6 +80,6 @@ def turn(images: np.ndarray, elements: np.ndarray | int) -> np.ndarray:
 
 
 def canonical_pose(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N, H, W, C) uint8 images -> (the images with their major axes at 0-45 degrees, (N,) the symmetry used)."""
+    """(N, H, W, 3) uint8 images -> (the images with their major axes at 0-45 degrees, (N,) the symmetry used)."""
     elements = canonical_elements(major_axis_angle(images))
     return turn(images, elements), elements

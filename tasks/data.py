@@ -19,7 +19,7 @@ from tasks.cache import prepare_cache_key
 from tasks.progress import bar
 from tasks.retry import retry_on_io
 
-DEFAULT_SYNTH_N = 3000  # images in the offline synthetic default (the real set has 17,736)
+DEFAULT_SYNTH_N = 4000  # images in the offline synthetic default (the real set has 17,736); split 60/10/30
 DEFAULT_SEED = 0
 
 

@@ -90,6 +90,25 @@ def test_prepare_shapes_split_and_meta(g10, tmp_path):
     assert abs(first.mean() - original.mean()) < 1.5
 
 
+def test_a_synthetic_file_holds_out_30_percent_for_testing_and_a_real_one_10(tmp_path):
+    # 100 images per class: 80 / 10 / 10 for a real file; 60 / 10 / 30 when the file says it is synthetic (its
+    # images cost only rendering, so its test split can be three times as large)
+    counts = {}
+    for name, synthetic in (("real", False), ("synthetic", True)):
+        path = make_galaxy10(tmp_path / f"{name}.h5", n=1000, side=16)
+        if synthetic:
+            with h5py.File(path, "a") as f:
+                f.attrs["synthetic"] = True
+        res = D.prepare(path, tmp_path / name, size=16)
+        counts[name] = [res.meta["counts"][s] for s in D.SPLITS]
+        assert res.meta["fractions"] == list(D.SYNTHETIC_FRACTIONS if synthetic else D.DEFAULT_FRACTIONS)
+    assert counts["real"] == [[80] * 10, [10] * 10, [10] * 10]
+    assert counts["synthetic"] == [[60] * 10, [10] * 10, [30] * 10]
+    # asked for explicitly, the fractions hold for a synthetic file too
+    res = D.prepare(tmp_path / "synthetic.h5", tmp_path / "asked", size=16, fractions=D.DEFAULT_FRACTIONS)
+    assert [res.meta["counts"][s] for s in D.SPLITS] == counts["real"]
+
+
 def test_prepare_is_cached_by_content(g10, tmp_path):
     out = tmp_path / "p"
     first = D.prepare(g10, out, size=32)

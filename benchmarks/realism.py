@@ -1,7 +1,7 @@
 """Benchmark how models trained on the synthetic default transfer to real Galaxy10 DECaLS images.
 
-On the default synthetic set as ``galaxy/full`` makes it (3,000 images, seed 0, prepared at 128 px and split
-80/10/10), against a labelled real Galaxy10-format file (default: the 50-image real dev file beside the
+On the default synthetic set as ``galaxy/full`` makes it (4,000 images, seed 0, prepared at 128 px and split
+60/10/30), against a labelled real Galaxy10-format file (default: the 50-image real dev file beside the
 checkout, ``../shared/real-dev/galaxy10_real_dev.h5``; another with GALAXY_REAL=PATH):
 
 (a) the realism report's classifier two-sample AUC (0.5: a classifier on image statistics cannot tell the

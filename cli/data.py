@@ -9,6 +9,7 @@ import typer
 
 from cli.common import user_errors
 from model.errors import UserError
+from model.synth_labels import DEFAULT_SYNTH_N
 
 app = typer.Typer(no_args_is_help=True, help="Galaxy10 data: synthesize, prepare, inspect.")
 
@@ -38,7 +39,9 @@ def data_prepare(
     source: str = typer.Option("synthetic", "--source", help="synthetic, h5:PATH or astronn."),
     size: int = typer.Option(128, "--size", help="Image side after resizing."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split (and of the synthetic set)."),
-    n: int = typer.Option(4000, "--n", min=1, help="Images in the synthetic set (only for --source synthetic)."),
+    n: int = typer.Option(
+        DEFAULT_SYNTH_N, "--n", min=1, help="Images in the synthetic set (only for --source synthetic)."
+    ),
 ) -> None:
     """Resize, split and store a Galaxy10-format source (cached by content hash)."""
     from model.source import parse_source

@@ -16,6 +16,8 @@ import numpy as np
 
 from model.galaxy10 import CLASS_FRACTIONS, NUM_CLASSES
 
+#: Images in the offline synthetic default (the real set has 17,736), split 60/10/30 (model.data.SYNTHETIC_FRACTIONS).
+DEFAULT_SYNTH_N = 4000
 #: Fraction of images whose label is wrong: drawn as a neighbouring class that volunteers confuse with it.
 #: An assumed rate (Galaxy10 keeps galaxies with a clear vote majority, so most labels are right), not a
 #: measurement; the file's `ans` keeps the exact Galaxy10 class proportions.

@@ -14,12 +14,11 @@ from prefect import task
 from model import data as D
 from model import source as S
 from model.errors import UserError
-from model.synth_labels import source_label
+from model.synth_labels import DEFAULT_SYNTH_N, source_label
 from tasks.cache import prepare_cache_key
 from tasks.progress import bar
 from tasks.retry import retry_on_io
 
-DEFAULT_SYNTH_N = 4000  # images in the offline synthetic default (the real set has 17,736); split 60/10/30
 DEFAULT_SEED = 0
 
 
